@@ -1,0 +1,1 @@
+"""Composition root: settings, database, templates, dispatcher, HTTP app, scheduler."""

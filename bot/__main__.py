@@ -1,0 +1,64 @@
+"""`python -m bot`: migrate, then run the bot, the scheduler and the HTTP API in one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from bot.settings import SettingsError, load_settings
+from domain.program import ProgramError, load_program
+
+EXIT_BAD_SETTINGS = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description=(
+            "Member Companion: a loyalty program in a Telegram chat. Without a command: apply "
+            "pending database migrations, then run the bot (long polling), the scheduler and "
+            "the HTTP API until SIGINT/SIGTERM. Settings come from the environment or .env."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", help="migrate, then run everything (the default)")
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from bot.db import migrate  # imported late: --help stays instant
+
+    try:
+        settings = load_settings()
+        if args.command == "migrate":
+            migrate(settings.database_url)
+            print("database is up to date")
+            return 0
+        settings.require_bot_token()
+        program = load_program(settings.program_file)
+    except (SettingsError, ProgramError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+
+    from bot.app import create_app, run
+
+    migrate(settings.database_url)
+
+    async def _main() -> None:
+        app = create_app(settings, program=program)
+        await run(app)
+
+    asyncio.run(_main())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The composition root: everything is built here from the settings, nothing at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+import uvicorn
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.base import BaseSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.types import BotCommand
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.db import create_engine, create_session_factory
+from bot.http import EmbeddedServer, create_http_app
+from bot.middlewares import CurrentMember, DatabaseSession, InFlight
+from bot.settings import TEMPLATES_DIR, Settings
+from bot.texts import LANGUAGES, Texts, load_texts
+from domain.clock import Clock, SystemClock
+from domain.program import Program, load_program
+from domain.shop import Shop
+from handlers import build_router
+
+log = logging.getLogger(__name__)
+SHUTDOWN_GRACE_SECONDS = 20
+
+
+@dataclass
+class App:
+    settings: Settings
+    shop: Shop
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    texts: Texts
+    bot: Bot
+    dispatcher: Dispatcher
+    http: FastAPI
+    scheduler: AsyncIOScheduler
+    in_flight: InFlight
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def close(self) -> None:
+        await self.bot.session.close()
+        await self.engine.dispose()
+
+
+def create_bot(settings: Settings, session: BaseSession | None = None) -> Bot:
+    if session is None and settings.telegram_api_url:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return Bot(
+        token=settings.require_bot_token(),
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    program: Program | None = None,
+    bot_session: BaseSession | None = None,
+) -> App:
+    program = program or load_program(settings.program_file)
+    shop = Shop(
+        program=program, clock=clock or SystemClock(), tz=settings.tz,
+        phone_region=settings.phone_region,
+    )
+    engine = create_engine(settings.database_url)
+    session_factory = create_session_factory(engine)
+    texts = load_texts(TEMPLATES_DIR)
+    bot = create_bot(settings, bot_session)
+    in_flight = InFlight()
+    dispatcher = Dispatcher(
+        shop=shop, texts=texts, settings=settings, session_factory=session_factory
+    )
+    dispatcher.update.outer_middleware(in_flight)
+    dispatcher.update.outer_middleware(DatabaseSession(session_factory))
+    dispatcher.update.outer_middleware(CurrentMember())
+    dispatcher.include_router(build_router())
+    dispatcher.startup.register(_on_startup)
+    scheduler = AsyncIOScheduler(timezone=settings.tz)
+    http = create_http_app(engine)
+    return App(
+        settings=settings, shop=shop, engine=engine, session_factory=session_factory,
+        texts=texts, bot=bot, dispatcher=dispatcher, http=http, scheduler=scheduler,
+        in_flight=in_flight,
+    )
+
+
+async def _on_startup(bot: Bot, dispatcher: Dispatcher, texts: Texts) -> None:
+    me = await bot.get_me()
+    dispatcher["bot_username"] = me.username or ""
+    await register_commands(bot, texts)
+
+
+async def register_commands(bot: Bot, texts: Texts) -> None:
+    """Commands and their descriptions in every language (English is the default list)."""
+    for lang in LANGUAGES:
+        commands = [BotCommand(command=c, description=d) for c, d in texts.commands(lang)]
+        await bot.set_my_commands(commands, language_code=None if lang == "en" else lang)
+
+
+async def run(app: App) -> None:
+    """Long polling, the scheduler and the HTTP server in one loop until SIGINT/SIGTERM."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, app.stopping.set)
+
+    server = EmbeddedServer(
+        uvicorn.Config(
+            app.http, host=app.settings.api_host, port=app.settings.api_port,
+            log_level="warning", lifespan="off",
+        )
+    )
+    app.scheduler.start()
+    polling = asyncio.create_task(
+        app.dispatcher.start_polling(
+            app.bot, handle_signals=False, close_bot_session=False, handle_as_tasks=True
+        ),
+        name="polling",
+    )
+    serving = asyncio.create_task(server.serve(), name="http")
+    stop = asyncio.create_task(app.stopping.wait(), name="stop")
+    log.info("running: HTTP on %s:%s", app.settings.api_host, app.settings.api_port)
+    done, _ = await asyncio.wait({polling, serving, stop}, return_when=asyncio.FIRST_COMPLETED)
+    failure = next((t.exception() for t in done if t is not stop and t.exception()), None)
+
+    log.info("stopping: letting in-flight updates finish")
+    if not polling.done():
+        await app.dispatcher.stop_polling()
+    await app.in_flight.wait(SHUTDOWN_GRACE_SECONDS)
+    server.should_exit = True
+    await asyncio.gather(serving, return_exceptions=True)
+    app.scheduler.shutdown(wait=False)
+    stop.cancel()
+    await app.close()
+    if failure is not None:
+        raise failure

@@ -1,0 +1,127 @@
+"""Settings from the environment or a .env file. A bad setting stops start-up with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+DEFAULT_PROGRAM_FILE = PACKAGE_DIR / "default_program.toml"
+TEMPLATES_DIR = PROJECT_DIR / "templates"
+
+IdList = Annotated[frozenset[int], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    bot_token: SecretStr | None = None
+    telegram_api_url: str | None = None
+    database_url: str = "sqlite+aiosqlite:///data/companion.db"
+    timezone: str = "Asia/Shanghai"
+    admin_ids: IdList = frozenset()
+    staff_ids: IdList = frozenset()
+    pos_api_token: SecretStr | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    program_file: Path = DEFAULT_PROGRAM_FILE
+    phone_region: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
+
+    @field_validator("bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        head, _, tail = token.partition(":")
+        if not head.isdigit() or len(tail) < 10:
+            raise ValueError("does not look like a bot token (digits:letters)")
+        return value
+
+    @field_validator("admin_ids", "staff_ids", mode="before")
+    @classmethod
+    def _ids(cls, value: object) -> frozenset[int]:
+        if isinstance(value, frozenset | set | list | tuple):
+            return frozenset(int(v) for v in value)
+        text = str(value or "").strip()
+        ids = set()
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if not part.lstrip("-").isdigit():
+                raise ValueError(f"{part!r} is not a Telegram user id")
+            ids.add(int(part))
+        return frozenset(ids)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (try Asia/Shanghai)") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError("not a database URL") from exc
+        if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError(
+                "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user:pass@host/db"
+            )
+        return value
+
+    @field_validator("telegram_api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else None
+
+    def require_bot_token(self) -> str:
+        """The token, or the one-line explanation of how to get one."""
+        if self.bot_token is None:
+            raise SettingsError(
+                "BOT_TOKEN is not set: create a bot with @BotFather in Telegram "
+                "(https://t.me/BotFather), then put its token in the environment or in .env"
+            )
+        return self.bot_token.get_secret_value()
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def staff(self) -> frozenset[int]:
+        """Admins are staff too."""
+        return self.staff_ids | self.admin_ids
+
+
+class SettingsError(Exception):
+    """One line naming the setting and what is wrong with it."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+        if error["type"] == "missing":
+            raise SettingsError(f"{name} is not set") from exc
+        message = error["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"{name} is invalid: {message}") from exc

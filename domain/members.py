@@ -1,0 +1,197 @@
+"""Members: registration, lookup, language, phone, and what their card shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain import points
+from domain.errors import InvalidPhone, MemberNotFound, NotOwnContact, PhoneTaken
+from domain.growth import growth_total
+from domain.member_code import new_member_code, normalize_member_code
+from domain.models import Member, TierChange
+from domain.phone import normalize_phone
+from domain.shop import Shop
+from domain.tiers import TierProgress, progress
+from domain.transaction import write_transaction
+
+LANGUAGES = ("en", "zh")
+ACTIVE = "active"
+FROZEN = "frozen"
+DELETED = "deleted"
+
+
+def language_for(telegram_language: str | None) -> str:
+    """zh* → Chinese, anything else → English."""
+    return "zh" if (telegram_language or "").lower().startswith("zh") else "en"
+
+
+@dataclass(frozen=True)
+class TelegramProfile:
+    telegram_id: int
+    first_name: str | None
+    last_name: str | None
+    username: str | None
+    language_code: str | None
+
+
+@dataclass(frozen=True)
+class Registration:
+    member: Member
+    created: bool
+    referrer: Member | None = None
+
+
+async def member_by_telegram_id(session: AsyncSession, telegram_id: int) -> Member | None:
+    return await session.scalar(select(Member).where(Member.telegram_id == telegram_id))
+
+
+async def find_member(session: AsyncSession, shop: Shop, code_or_phone: str) -> Member:
+    """A member by member code (any case, with or without '-') or by phone number."""
+    code = normalize_member_code(code_or_phone)
+    member = None
+    if code is not None:
+        member = await session.scalar(select(Member).where(Member.code == code))
+    if member is None:
+        phone = normalize_phone(code_or_phone, shop.phone_region)
+        if phone is not None:
+            member = await session.scalar(select(Member).where(Member.phone == phone))
+    if member is None or member.status == DELETED:
+        raise MemberNotFound(query=code_or_phone)
+    return member
+
+
+async def _unused_code(session: AsyncSession) -> str:
+    while True:
+        code = new_member_code()
+        if await session.scalar(select(Member.id).where(Member.code == code)) is None:
+            return code
+
+
+async def register(
+    session: AsyncSession, shop: Shop, profile: TelegramProfile, *, referrer_code: str | None = None
+) -> Registration:
+    """Register on first contact: a unique code, the sign-up bonus, the inviter if any.
+    Registering again changes nothing and returns the existing member."""
+    try:
+        async with write_transaction(session):
+            existing = await member_by_telegram_id(session, profile.telegram_id)
+            if existing is not None:
+                return Registration(existing, created=False)
+            referrer = None
+            code = normalize_member_code(referrer_code) if referrer_code else None
+            if code is not None:
+                referrer = await session.scalar(
+                    select(Member).where(Member.code == code, Member.status == ACTIVE)
+                )
+            now = shop.now()
+            member = Member(
+                telegram_id=profile.telegram_id,
+                code=await _unused_code(session),
+                first_name=profile.first_name,
+                last_name=profile.last_name,
+                username=profile.username,
+                language=language_for(profile.language_code),
+                tier=shop.program.tiers[0].key,
+                points_balance=0,
+                points_debt=0,
+                referrer_id=referrer.id if referrer else None,
+                status=ACTIVE,
+                marketing_opt_in=True,
+                created_at=now,
+            )
+            session.add(member)
+            await session.flush()
+            session.add(
+                TierChange(
+                    member_id=member.id, from_tier=None, to_tier=member.tier, reason="joined",
+                    growth=0, created_at=now,
+                )
+            )
+            bonus = shop.program.points.signup
+            if bonus > 0:
+                posting = await points.earn(
+                    session, shop, member.id, kind="signup", amount=bonus,
+                    reason="sign-up bonus", key=f"signup:{member.id}",
+                )
+                member.points_balance = posting.balance
+            return Registration(member, created=True, referrer=referrer)
+    except IntegrityError:
+        # Two first messages raced (PostgreSQL): the other one registered the member.
+        existing = await member_by_telegram_id(session, profile.telegram_id)
+        await session.commit()
+        if existing is None:
+            raise
+        return Registration(existing, created=False)
+
+
+async def set_language(session: AsyncSession, member: Member, language: str) -> None:
+    if language not in LANGUAGES:
+        raise ValueError(f"unsupported language {language!r}")
+    async with write_transaction(session):
+        member.language = language
+
+
+async def share_phone(
+    session: AsyncSession,
+    shop: Shop,
+    member: Member,
+    *,
+    contact_user_id: int | None,
+    phone_number: str,
+) -> str:
+    """Store the member's own phone number in E.164. Refuses someone else's contact, an invalid
+    number, and a number another member already uses."""
+    if contact_user_id is None or contact_user_id != member.telegram_id:
+        raise NotOwnContact()
+    phone = normalize_phone(phone_number, shop.phone_region, international=True)
+    if phone is None:
+        raise InvalidPhone(phone=phone_number)
+    try:
+        async with write_transaction(session):
+            owner = await session.scalar(
+                select(Member.id).where(Member.phone == phone, Member.id != member.id)
+            )
+            if owner is not None:
+                raise PhoneTaken()
+            member.phone = phone
+    except IntegrityError as exc:
+        raise PhoneTaken() from exc
+    return phone
+
+
+@dataclass(frozen=True)
+class MemberCard:
+    name: str
+    code: str
+    balance: int
+    progress: TierProgress
+    member_since: date
+    language: str
+
+
+async def member_card(session: AsyncSession, shop: Shop, member: Member) -> MemberCard:
+    """Everything the card's caption shows, read fresh from the database."""
+    fresh = await session.scalar(
+        select(Member).where(Member.id == member.id).execution_options(populate_existing=True)
+    )
+    assert fresh is not None
+    growth = await growth_total(session, shop, fresh.id)
+    return MemberCard(
+        name=fresh.display_name,
+        code=fresh.code,
+        balance=fresh.points_balance,
+        progress=progress(shop, fresh.tier, growth.counted),
+        member_since=shop.local_date(fresh.created_at),
+        language=fresh.language,
+    )
+
+
+async def remember_card_file(session: AsyncSession, member: Member, file_id: str) -> None:
+    """The card image is uploaded once; later cards reuse Telegram's file_id."""
+    async with write_transaction(session):
+        member.card_file_id = file_id

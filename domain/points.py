@@ -1,0 +1,322 @@
+"""The points ledger: every change is an entry; earned points are lots with an expiry date.
+
+Invariants, kept by every function here and checked by the tests:
+- ``members.points_balance == sum(ledger_entries.amount)`` for each member;
+- ``points_balance == sum(points_lots.remaining) - points_debt``;
+- a lot's ``remaining`` is never negative nor above what it was earned with.
+
+Functions here never commit: they run inside the caller's write transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.errors import InsufficientPoints, MemberNotFound
+from domain.expiry import expiry_date
+from domain.models import LedgerEntry, LotDraw, Member, PointsLot
+from domain.shop import Shop
+
+
+@dataclass(frozen=True)
+class Posting:
+    """What one ledger entry did."""
+
+    entry_id: int
+    amount: int
+    balance: int
+
+
+async def entry_exists(session: AsyncSession, key: str) -> bool:
+    found = await session.scalar(select(LedgerEntry.id).where(LedgerEntry.idempotency_key == key))
+    return found is not None
+
+
+async def _lock_member(session: AsyncSession, member_id: int) -> tuple[int, int]:
+    """Balance and debt, with the member's row locked until commit (PostgreSQL; SQLite holds
+    the database write lock already)."""
+    row = (
+        await session.execute(
+            select(Member.points_balance, Member.points_debt)
+            .where(Member.id == member_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if row is None:
+        raise MemberNotFound(member_id=member_id)
+    return int(row[0]), int(row[1])
+
+
+async def _append(
+    session: AsyncSession,
+    shop: Shop,
+    member_id: int,
+    *,
+    kind: str,
+    amount: int,
+    balance_after: int,
+    reason: str,
+    key: str,
+    source_ref: str | None,
+) -> LedgerEntry:
+    entry = LedgerEntry(
+        member_id=member_id,
+        kind=kind,
+        amount=amount,
+        balance_after=balance_after,
+        reason=reason,
+        source_ref=source_ref,
+        idempotency_key=key,
+        created_at=shop.now(),
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def earn(
+    session: AsyncSession,
+    shop: Shop,
+    member_id: int,
+    *,
+    kind: str,
+    amount: int,
+    reason: str,
+    key: str,
+    source_ref: str | None = None,
+    earned_on: date | None = None,
+) -> Posting:
+    """Credit earned points as a new lot; an outstanding debt is repaid first."""
+    if amount <= 0:
+        raise ValueError("earn takes a positive amount")
+    balance, debt = await _lock_member(session, member_id)
+    repay = min(amount, debt)
+    new_balance = balance + amount
+    await session.execute(
+        update(Member)
+        .where(Member.id == member_id)
+        .values(points_balance=new_balance, points_debt=debt - repay)
+    )
+    entry = await _append(
+        session, shop, member_id, kind=kind, amount=amount, balance_after=new_balance,
+        reason=reason, key=key, source_ref=source_ref,
+    )
+    day = earned_on or shop.today()
+    if amount - repay > 0:
+        session.add(
+            PointsLot(
+                member_id=member_id,
+                entry_id=entry.id,
+                earned_on=day,
+                expires_on=expiry_date(day, shop.program.expiry),
+                amount=amount - repay,
+                remaining=amount - repay,
+            )
+        )
+        await session.flush()
+    return Posting(entry.id, amount, new_balance)
+
+
+async def _draw_lots(
+    session: AsyncSession, member_id: int, entry_id: int, amount: int, *, first_lot: int | None
+) -> int:
+    """Take up to ``amount`` from the member's lots, earliest expiry first (``first_lot``
+    before all others); record the draws. Returns how much was taken."""
+    lots = (
+        await session.scalars(
+            select(PointsLot)
+            .where(PointsLot.member_id == member_id, PointsLot.remaining > 0)
+            .order_by(
+                (PointsLot.id == first_lot).desc() if first_lot is not None else PointsLot.id,
+                PointsLot.expires_on.is_(None),
+                PointsLot.expires_on,
+                PointsLot.id,
+            )
+            .with_for_update()
+        )
+    ).all()
+    taken = 0
+    for lot in lots:
+        if taken >= amount:
+            break
+        share = min(lot.remaining, amount - taken)
+        lot.remaining -= share
+        taken += share
+        session.add(LotDraw(entry_id=entry_id, lot_id=lot.id, amount=share))
+    await session.flush()
+    return taken
+
+
+async def spend(
+    session: AsyncSession,
+    shop: Shop,
+    member_id: int,
+    *,
+    kind: str,
+    amount: int,
+    reason: str,
+    key: str,
+    source_ref: str | None = None,
+) -> Posting:
+    """Spend points, earliest-expiring first. Raises InsufficientPoints and changes nothing
+    when the balance does not cover it. The guard is one conditional UPDATE."""
+    if amount <= 0:
+        raise ValueError("spend takes a positive amount")
+    new_balance = await session.scalar(
+        update(Member)
+        .where(Member.id == member_id, Member.points_balance >= amount)
+        .values(points_balance=Member.points_balance - amount)
+        .returning(Member.points_balance)
+    )
+    if new_balance is None:
+        balance = await session.scalar(select(Member.points_balance).where(Member.id == member_id))
+        if balance is None:
+            raise MemberNotFound(member_id=member_id)
+        raise InsufficientPoints(balance=balance, needed=amount)
+    entry = await _append(
+        session, shop, member_id, kind=kind, amount=-amount, balance_after=new_balance,
+        reason=reason, key=key, source_ref=source_ref,
+    )
+    taken = await _draw_lots(session, member_id, entry.id, amount, first_lot=None)
+    if taken != amount:  # the lots and the balance disagree: never let that commit
+        raise RuntimeError(f"lots of member {member_id} cover {taken}, not {amount}")
+    return Posting(entry.id, -amount, new_balance)
+
+
+async def claw_back(
+    session: AsyncSession,
+    shop: Shop,
+    member_id: int,
+    *,
+    kind: str,
+    amount: int,
+    reason: str,
+    key: str,
+    source_ref: str | None = None,
+    from_entry: int | None = None,
+) -> Posting:
+    """Take back earned points (a refund). Drawn from the lot ``from_entry`` created, then the
+    earliest-expiring others; what the lots no longer hold becomes debt, so the balance may go
+    below zero and later earnings repay it first."""
+    if amount <= 0:
+        raise ValueError("claw_back takes a positive amount")
+    balance, debt = await _lock_member(session, member_id)
+    new_balance = balance - amount
+    entry = await _append(
+        session, shop, member_id, kind=kind, amount=-amount, balance_after=new_balance,
+        reason=reason, key=key, source_ref=source_ref,
+    )
+    first_lot = None
+    if from_entry is not None:
+        first_lot = await session.scalar(select(PointsLot.id).where(PointsLot.entry_id == from_entry))
+    taken = await _draw_lots(session, member_id, entry.id, amount, first_lot=first_lot)
+    await session.execute(
+        update(Member)
+        .where(Member.id == member_id)
+        .values(points_balance=new_balance, points_debt=debt + (amount - taken))
+    )
+    return Posting(entry.id, -amount, new_balance)
+
+
+async def give_back(
+    session: AsyncSession,
+    shop: Shop,
+    member_id: int,
+    *,
+    spent_entry: int,
+    amount: int,
+    kind: str,
+    reason: str,
+    key: str,
+    source_ref: str | None = None,
+) -> Posting:
+    """Return up to ``amount`` of what ``spent_entry`` took, into the very lots it came from
+    (so returned points keep their original expiry; a lot that has expired meanwhile is
+    expired again by the next expiry run). Debt is repaid first, as with any credit."""
+    if amount <= 0:
+        raise ValueError("give_back takes a positive amount")
+    balance, debt = await _lock_member(session, member_id)
+    draws = (
+        await session.execute(
+            select(LotDraw.lot_id, func.sum(LotDraw.amount))
+            .where(LotDraw.entry_id == spent_entry)
+            .group_by(LotDraw.lot_id)
+            .order_by(LotDraw.lot_id.desc())
+        )
+    ).all()
+    repay = min(amount, debt)
+    to_lots = amount - repay
+    new_balance = balance + amount
+    entry = await _append(
+        session, shop, member_id, kind=kind, amount=amount, balance_after=new_balance,
+        reason=reason, key=key, source_ref=source_ref,
+    )
+    for lot_id, drawn in draws:
+        if to_lots <= 0:
+            break
+        lot = await session.get(PointsLot, lot_id, with_for_update=True)
+        assert lot is not None
+        share = min(int(drawn), to_lots, lot.amount - lot.remaining)
+        if share > 0:
+            lot.remaining += share
+            to_lots -= share
+    if to_lots > 0:  # the lots were already refilled by earlier returns: refuse the excess
+        raise RuntimeError(f"entry {spent_entry} cannot take back {amount} points")
+    await session.execute(
+        update(Member)
+        .where(Member.id == member_id)
+        .values(points_balance=new_balance, points_debt=debt - repay)
+    )
+    await session.flush()
+    return Posting(entry.id, amount, new_balance)
+
+
+async def expire_lot(session: AsyncSession, shop: Shop, lot_id: int, *, key: str) -> Posting | None:
+    """Expire what is left of one lot (only that: earlier spending is not touched)."""
+    lot = await session.get(PointsLot, lot_id, with_for_update=True)
+    if lot is None or lot.remaining <= 0:
+        return None
+    balance, _debt = await _lock_member(session, lot.member_id)
+    amount = lot.remaining
+    new_balance = balance - amount
+    entry = await _append(
+        session, shop, lot.member_id, kind="expiry", amount=-amount, balance_after=new_balance,
+        reason="expired", key=key, source_ref=f"lot:{lot.id}",
+    )
+    session.add(LotDraw(entry_id=entry.id, lot_id=lot.id, amount=amount))
+    lot.remaining = 0
+    await session.execute(
+        update(Member).where(Member.id == lot.member_id).values(points_balance=new_balance)
+    )
+    await session.flush()
+    return Posting(entry.id, -amount, new_balance)
+
+
+@dataclass(frozen=True)
+class ExpiringPoints:
+    expires_on: date
+    amount: int
+
+
+async def expiring_points(
+    session: AsyncSession, member_id: int, *, until: date | None = None
+) -> list[ExpiringPoints]:
+    """Which points expire when (earliest first), optionally only up to ``until``."""
+    query = (
+        select(PointsLot.expires_on, func.sum(PointsLot.remaining))
+        .where(
+            PointsLot.member_id == member_id,
+            PointsLot.remaining > 0,
+            PointsLot.expires_on.is_not(None),
+        )
+        .group_by(PointsLot.expires_on)
+        .order_by(PointsLot.expires_on)
+    )
+    if until is not None:
+        query = query.where(PointsLot.expires_on <= until)
+    rows = (await session.execute(query)).all()
+    return [ExpiringPoints(day, int(total)) for day, total in rows if day is not None]

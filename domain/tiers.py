@@ -1,0 +1,103 @@
+"""Tiers: immediate upgrade, annual re-evaluation at most one step down, refund re-check,
+history with reasons. Evaluation functions take a date so the scheduler only calls them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.growth import growth_total
+from domain.models import Member, TierChange
+from domain.program import Tier
+from domain.shop import Shop
+
+
+@dataclass(frozen=True)
+class TierOutcome:
+    before: str
+    after: str
+    growth: int
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def went_up(self, shop: Shop) -> bool:
+        program = shop.program
+        return program.tier_index(self.after) > program.tier_index(self.before)
+
+
+@dataclass(frozen=True)
+class TierProgress:
+    tier: Tier
+    growth: int
+    next_tier: Tier | None
+    gap: int  # growth still needed for the next tier; 0 at the top
+
+
+def progress(shop: Shop, tier_key: str, growth: int) -> TierProgress:
+    tier = shop.program.tier(tier_key)
+    nxt = shop.program.next_tier(tier_key)
+    gap = max(nxt.threshold - growth, 0) if nxt else 0
+    return TierProgress(tier, growth, nxt, gap)
+
+
+async def _set_tier(
+    session: AsyncSession, shop: Shop, member_id: int, before: str, after: str, reason: str,
+    growth: int,
+) -> None:
+    await session.execute(update(Member).where(Member.id == member_id).values(tier=after))
+    session.add(
+        TierChange(
+            member_id=member_id, from_tier=before, to_tier=after, reason=reason, growth=growth,
+            created_at=shop.now(),
+        )
+    )
+    await session.flush()
+
+
+async def _current(session: AsyncSession, member_id: int) -> str:
+    tier = await session.scalar(select(Member.tier).where(Member.id == member_id))
+    assert tier is not None
+    return tier
+
+
+async def check_upgrade(
+    session: AsyncSession, shop: Shop, member_id: int, *, reason: str = "upgrade"
+) -> TierOutcome:
+    """Upgrade at once when the window's growth reaches a higher tier (never downgrades)."""
+    before = await _current(session, member_id)
+    growth = (await growth_total(session, shop, member_id)).counted
+    reached = shop.program.tier_for_growth(growth)
+    program = shop.program
+    if program.tier_index(reached.key) > program.tier_index(before):
+        await _set_tier(session, shop, member_id, before, reached.key, reason, growth)
+        return TierOutcome(before, reached.key, growth)
+    return TierOutcome(before, before, growth)
+
+
+async def recheck_after_refund(session: AsyncSession, shop: Shop, member_id: int) -> TierOutcome:
+    """After a refund: a tier that the refunded purchase bought is taken back, down to what
+    the remaining growth reaches, but never below the tier held before the last upgrade."""
+    before = await _current(session, member_id)
+    growth = (await growth_total(session, shop, member_id)).counted
+    program = shop.program
+    reached = program.tier_for_growth(growth)
+    if program.tier_index(reached.key) >= program.tier_index(before):
+        return TierOutcome(before, before, growth)
+    last_upgrade = await session.scalar(
+        select(TierChange)
+        .where(TierChange.member_id == member_id, TierChange.to_tier == before)
+        .order_by(TierChange.id.desc())
+        .limit(1)
+    )
+    if last_upgrade is None or last_upgrade.reason != "upgrade" or last_upgrade.from_tier is None:
+        return TierOutcome(before, before, growth)
+    floor = program.tier_index(last_upgrade.from_tier)
+    target = program.tiers[max(program.tier_index(reached.key), floor)].key
+    if target == before:
+        return TierOutcome(before, before, growth)
+    await _set_tier(session, shop, member_id, before, target, "refund", growth)
+    return TierOutcome(before, target, growth)

@@ -1,0 +1,669 @@
+"""A fake Telegram Bot API server for tests.
+
+The real aiogram ``Bot`` talks to it over HTTP::
+
+    async with FakeTelegram() as fake:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(fake.base_url))
+        bot = Bot(token="42:TEST", session=session)
+        await bot.send_message(1, "hi")
+        call = await fake.wait_for("sendMessage")
+
+Every request is recorded as a :class:`Call`. Results mimic what the real Bot API
+returns closely enough to pass aiogram's pydantic validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+__all__ = [
+    "BOT_FIRST_NAME",
+    "BOT_ID",
+    "BOT_USERNAME",
+    "Call",
+    "FakeTelegram",
+    "callback_update",
+    "message_update",
+    "my_chat_member_update",
+]
+
+BOT_ID = 777000111
+BOT_USERNAME = "companion_test_bot"
+BOT_FIRST_NAME = "Companion"
+
+BOT_USER: dict[str, Any] = {
+    "id": BOT_ID,
+    "is_bot": True,
+    "first_name": BOT_FIRST_NAME,
+    "username": BOT_USERNAME,
+}
+
+# Long polling is capped so that tests (and polling loops under test) never hang for long.
+MAX_GET_UPDATES_TIMEOUT = 1.0
+
+# Free-text fields are never JSON-decoded, even if a user typed something like "[1, 2]".
+_TEXT_FIELDS = frozenset({"text", "caption", "description", "short_description", "name", "query"})
+_RATE_LIMITED_METHODS = frozenset({"sendMessage", "sendPhoto"})
+
+JsonDict = dict[str, Any]
+
+
+@dataclass
+class Call:
+    """One recorded Bot API request."""
+
+    method: str
+    params: dict[str, Any]
+    token: str
+    failed: bool = False
+
+
+@dataclass
+class _FailureRule:
+    error_code: int
+    description: str
+    retry_after: int | None
+    times: int
+    chat_id: str | None
+
+
+class _ApiError(Exception):
+    def __init__(self, error_code: int, description: str, retry_after: int | None = None) -> None:
+        super().__init__(description)
+        self.error_code = error_code
+        self.description = description
+        self.retry_after = retry_after
+
+    def payload(self) -> JsonDict:
+        body: JsonDict = {"ok": False, "error_code": self.error_code, "description": self.description}
+        if self.retry_after is not None:
+            body["parameters"] = {"retry_after": self.retry_after}
+        return body
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class FakeTelegram:
+    """In-process fake of the Telegram Bot API, bound to 127.0.0.1 on a free port."""
+
+    def __init__(self, rate_limit_per_second: float | None = None) -> None:
+        self.rate_limit_per_second = rate_limit_per_second
+        self.calls: list[Call] = []
+        self.rate_limited = 0
+
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._closing = False
+
+        self._calls_changed = asyncio.Condition()
+        self._pending_updates: asyncio.Queue[JsonDict] = asyncio.Queue()
+        # Updates handed out by getUpdates but not yet confirmed via a higher offset.
+        self._unconfirmed: list[JsonDict] = []
+
+        self._failures: dict[str, list[_FailureRule]] = {}
+        self._send_times: deque[float] = deque()
+
+        self._message_ids = itertools.count(1)
+        self._file_ids = itertools.count(1)
+        self._messages: dict[tuple[str, int], JsonDict] = {}
+        self._commands: dict[tuple[str, str], list[JsonDict]] = {}
+
+        self._handlers: dict[str, Handler] = {
+            "getMe": self._get_me,
+            "getUpdates": self._get_updates,
+            "sendMessage": self._send_message,
+            "sendPhoto": self._send_photo,
+            "sendDocument": self._send_document,
+            "editMessageText": self._edit_message_text,
+            "editMessageCaption": self._edit_message_caption,
+            "editMessageReplyMarkup": self._edit_message_reply_markup,
+            "deleteMessage": self._true,
+            "answerCallbackQuery": self._true,
+            "sendChatAction": self._true,
+            "setChatMenuButton": self._true,
+            "deleteWebhook": self._true,
+            "setMyCommands": self._set_my_commands,
+            "deleteMyCommands": self._delete_my_commands,
+            "getMyCommands": self._get_my_commands,
+        }
+        # The real Bot API treats method names case-insensitively.
+        self._handlers_ci = {name.lower(): handler for name, handler in self._handlers.items()}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = self._runner.addresses[0][1]
+        self._closing = False
+
+    async def stop(self) -> None:
+        self._closing = True
+        # Wake any long-polling getUpdates so shutdown does not wait on it.
+        self._pending_updates.put_nowait({})
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._port = None
+
+    async def __aenter__(self) -> FakeTelegram:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("FakeTelegram is not started")
+        return f"http://127.0.0.1:{self._port}"
+
+    # ------------------------------------------------------------------ test API
+
+    def calls_of(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.rate_limited = 0
+
+    async def wait_for(
+        self,
+        method: str,
+        predicate: Callable[[Call], bool] | None = None,
+        timeout: float = 5.0,
+    ) -> Call:
+        """Return the first recorded call to ``method`` matching ``predicate``, waiting if needed."""
+
+        def find() -> Call | None:
+            for call in self.calls:
+                if call.method == method and (predicate is None or predicate(call)):
+                    return call
+            return None
+
+        try:
+            async with asyncio.timeout(timeout), self._calls_changed:
+                await self._calls_changed.wait_for(lambda: find() is not None)
+        except TimeoutError:
+            listing = "\n".join(
+                f"  {c.method}{' [failed]' if c.failed else ''}: {_brief(c.params)}" for c in self.calls
+            )
+            raise AssertionError(
+                f"no matching {method} call within {timeout}s; recorded calls:\n{listing or '  (none)'}"
+            ) from None
+        found = find()
+        assert found is not None
+        return found
+
+    def push_update(self, update: JsonDict) -> None:
+        self._pending_updates.put_nowait(update)
+
+    def fail_next(
+        self,
+        method: str,
+        error_code: int,
+        description: str,
+        retry_after: int | None = None,
+        times: int = 1,
+        chat_id: int | str | None = None,
+    ) -> None:
+        """Make the next ``times`` calls to ``method`` (optionally for one chat) fail."""
+        rule = _FailureRule(
+            error_code=error_code,
+            description=description,
+            retry_after=retry_after,
+            times=times,
+            chat_id=None if chat_id is None else str(chat_id),
+        )
+        self._failures.setdefault(method, []).append(rule)
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        method = request.match_info["method"]
+        params = await _parse_params(request)
+        call = Call(method=method, params=params, token=token)
+
+        handler = self._handlers_ci.get(method.lower())
+        if handler is None:
+            error = _ApiError(404, "Not Found: method not found")
+        else:
+            error = self._injected_failure(method, params) or self._rate_limit(method)
+
+        if error is None:
+            assert handler is not None
+            try:
+                result = await handler(params)
+            except _ApiError as exc:
+                error = exc
+
+        if error is not None:
+            call.failed = True
+            await self._record(call)
+            return web.json_response(error.payload(), status=error.error_code)
+        await self._record(call)
+        return web.json_response({"ok": True, "result": result})
+
+    async def _record(self, call: Call) -> None:
+        async with self._calls_changed:
+            self.calls.append(call)
+            self._calls_changed.notify_all()
+
+    def _injected_failure(self, method: str, params: dict[str, Any]) -> _ApiError | None:
+        rules = self._failures.get(method, [])
+        chat_id = params.get("chat_id")
+        for rule in rules:
+            if rule.chat_id is not None and rule.chat_id != str(chat_id):
+                continue
+            rule.times -= 1
+            if rule.times <= 0:
+                rules.remove(rule)
+            return _ApiError(rule.error_code, rule.description, rule.retry_after)
+        return None
+
+    def _rate_limit(self, method: str) -> _ApiError | None:
+        if self.rate_limit_per_second is None or method not in _RATE_LIMITED_METHODS:
+            return None
+        now = time.monotonic()
+        while self._send_times and now - self._send_times[0] >= 1.0:
+            self._send_times.popleft()
+        if len(self._send_times) >= self.rate_limit_per_second:
+            self.rate_limited += 1
+            return _ApiError(429, "Too Many Requests: retry after 1", retry_after=1)
+        self._send_times.append(now)
+        return None
+
+    # ------------------------------------------------------------------ method handlers
+
+    async def _true(self, params: dict[str, Any]) -> bool:
+        return True
+
+    async def _get_me(self, params: dict[str, Any]) -> JsonDict:
+        return {
+            **BOT_USER,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+            "can_connect_to_business": False,
+            "has_main_web_app": False,
+        }
+
+    async def _get_updates(self, params: dict[str, Any]) -> list[JsonDict]:
+        offset = int(params.get("offset", 0) or 0)
+        limit = int(params.get("limit", 100) or 100)
+        timeout = min(float(params.get("timeout", 0) or 0), MAX_GET_UPDATES_TIMEOUT)
+
+        allowed = params.get("allowed_updates")
+
+        def prune() -> None:
+            # Like the real API: confirmed updates are forgotten, and so are types not subscribed to.
+            self._unconfirmed = [
+                u
+                for u in self._unconfirmed
+                if u["update_id"] >= offset and (not allowed or _update_type(u) in allowed)
+            ]
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._drain_queue()
+        prune()
+        while not self._unconfirmed and not self._closing and (remaining := deadline - loop.time()) > 0:
+            try:
+                update = await asyncio.wait_for(self._pending_updates.get(), remaining)
+            except TimeoutError:
+                break
+            if update:  # an empty dict is the shutdown wake-up marker
+                self._unconfirmed.append(update)
+            self._drain_queue()
+            prune()
+        return self._unconfirmed[:limit]
+
+    def _drain_queue(self) -> None:
+        while not self._pending_updates.empty():
+            update = self._pending_updates.get_nowait()
+            if update:
+                self._unconfirmed.append(update)
+
+    async def _send_message(self, params: dict[str, Any]) -> JsonDict:
+        chat_id = _require_chat_id(params)
+        text = params.get("text")
+        if not text:
+            raise _ApiError(400, "Bad Request: message text is empty")
+        message = self._new_message(chat_id, params)
+        message["text"] = text
+        if isinstance(params.get("entities"), list):
+            message["entities"] = params["entities"]
+        return self._store(message)
+
+    async def _send_photo(self, params: dict[str, Any]) -> JsonDict:
+        chat_id = _require_chat_id(params)
+        file_id = self._file_id_for(params.get("photo"), "photo")
+        message = self._new_message(chat_id, params)
+        message["photo"] = [
+            _photo_size(f"{file_id}-s", 90, 90, 1_024),
+            _photo_size(file_id, 800, 800, 48_000),
+        ]
+        _add_caption(message, params)
+        return self._store(message)
+
+    async def _send_document(self, params: dict[str, Any]) -> JsonDict:
+        chat_id = _require_chat_id(params)
+        document = params.get("document")
+        file_id = self._file_id_for(document, "document")
+        file_name = document["upload"] if isinstance(document, dict) else "document"
+        size = document["size"] if isinstance(document, dict) else 1_024
+        message = self._new_message(chat_id, params)
+        message["document"] = {
+            "file_id": file_id,
+            "file_unique_id": _unique_id(file_id),
+            "file_name": file_name,
+            "mime_type": "application/octet-stream",
+            "file_size": size,
+        }
+        _add_caption(message, params)
+        return self._store(message)
+
+    async def _edit_message_text(self, params: dict[str, Any]) -> JsonDict | bool:
+        if not params.get("text"):
+            raise _ApiError(400, "Bad Request: message text is empty")
+        return self._edit(params, {"text": params["text"]})
+
+    async def _edit_message_caption(self, params: dict[str, Any]) -> JsonDict | bool:
+        return self._edit(params, {"caption": params.get("caption", "")})
+
+    async def _edit_message_reply_markup(self, params: dict[str, Any]) -> JsonDict | bool:
+        return self._edit(params, {})
+
+    def _edit(self, params: dict[str, Any], changes: JsonDict) -> JsonDict | bool:
+        if params.get("inline_message_id"):
+            return True
+        chat_id = _require_chat_id(params)
+        try:
+            message_id = int(params["message_id"])
+        except (KeyError, ValueError):
+            raise _ApiError(400, "Bad Request: message identifier is not specified") from None
+        # Messages the fake never sent (e.g. from callback_update) are synthesised on the fly.
+        message = self._messages.get((str(chat_id), message_id)) or {
+            "message_id": message_id,
+            "from": BOT_USER,
+            "chat": _chat(chat_id),
+            "date": int(time.time()),
+        }
+        message = {**message, **changes, "edit_date": int(time.time())}
+        markup = params.get("reply_markup")
+        if isinstance(markup, dict) and "inline_keyboard" in markup:
+            message["reply_markup"] = markup
+        else:
+            message.pop("reply_markup", None)
+        return self._store(message)
+
+    async def _set_my_commands(self, params: dict[str, Any]) -> bool:
+        commands = params.get("commands")
+        if not isinstance(commands, list):
+            raise _ApiError(400, "Bad Request: can't parse commands JSON object")
+        self._commands[_commands_key(params)] = commands
+        return True
+
+    async def _delete_my_commands(self, params: dict[str, Any]) -> bool:
+        self._commands.pop(_commands_key(params), None)
+        return True
+
+    async def _get_my_commands(self, params: dict[str, Any]) -> list[JsonDict]:
+        return self._commands.get(_commands_key(params), [])
+
+    # ------------------------------------------------------------------ helpers
+
+    def _new_message(self, chat_id: int | str, params: dict[str, Any]) -> JsonDict:
+        message: JsonDict = {
+            "message_id": next(self._message_ids),
+            "from": BOT_USER,
+            "chat": _chat(chat_id),
+            "date": int(time.time()),
+        }
+        markup = params.get("reply_markup")
+        # Only inline keyboards are attached to the sent Message by the real API.
+        if isinstance(markup, dict) and "inline_keyboard" in markup:
+            message["reply_markup"] = markup
+        return message
+
+    def _store(self, message: JsonDict) -> JsonDict:
+        self._messages[(str(message["chat"]["id"]), message["message_id"])] = message
+        return message
+
+    def _file_id_for(self, value: Any, kind: str) -> str:
+        """Re-sending by file_id keeps the id; uploads and URLs get a fresh one."""
+        if isinstance(value, str) and value and not value.startswith(("http://", "https://", "attach://")):
+            return value
+        if value is None or value == "":
+            raise _ApiError(400, f"Bad Request: there is no {kind} in the request")
+        return f"{kind}-{next(self._file_ids)}"
+
+
+# ---------------------------------------------------------------------- request parsing
+
+
+async def _parse_params(request: web.Request) -> dict[str, Any]:
+    form = await request.post()
+    if not form and request.query:
+        form = request.query  # type: ignore[assignment]
+
+    params: dict[str, Any] = {}
+    uploads: dict[str, JsonDict] = {}
+    for key, value in form.items():
+        if isinstance(value, web.FileField):
+            data = value.file.read()
+            uploads[key] = {"upload": value.filename, "size": len(data), "bytes": data}
+        elif isinstance(value, str):
+            params[key] = value if key in _TEXT_FIELDS else _maybe_json(value)
+        else:
+            params[key] = value
+
+    # aiogram sends files as `photo=attach://<random key>` plus a file part named <random key>;
+    # fold the upload into the parameter that references it.
+    for key, value in list(params.items()):
+        if isinstance(value, str) and value.startswith("attach://"):
+            attached = uploads.pop(value.removeprefix("attach://"), None)
+            if attached is not None:
+                params[key] = attached
+    params.update(uploads)
+    return params
+
+
+def _update_type(update: JsonDict) -> str | None:
+    return next((key for key in update if key != "update_id"), None)
+
+
+def _maybe_json(value: str) -> Any:
+    if not value.startswith(("{", "[")):
+        return value
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return decoded if isinstance(decoded, (dict, list)) else value
+
+
+def _require_chat_id(params: dict[str, Any]) -> int | str:
+    chat_id = params.get("chat_id")
+    if chat_id is None or chat_id == "":
+        raise _ApiError(400, "Bad Request: chat_id is empty")
+    return chat_id  # type: ignore[no-any-return]
+
+
+def _chat(chat_id: int | str) -> JsonDict:
+    try:
+        numeric = int(chat_id)
+    except ValueError:
+        # "@channelusername": invent a stable channel id.
+        digest = int(hashlib.sha1(str(chat_id).encode()).hexdigest()[:8], 16)
+        return {"id": -1_000_000_000_000 - digest, "type": "channel", "username": str(chat_id).lstrip("@")}
+    if numeric > 0:
+        return {"id": numeric, "type": "private"}
+    return {"id": numeric, "type": "supergroup" if numeric < -1_000_000_000_000 else "group", "title": "Test chat"}
+
+
+def _add_caption(message: JsonDict, params: dict[str, Any]) -> None:
+    if params.get("caption"):
+        message["caption"] = params["caption"]
+    if isinstance(params.get("caption_entities"), list):
+        message["caption_entities"] = params["caption_entities"]
+
+
+def _photo_size(file_id: str, width: int, height: int, size: int) -> JsonDict:
+    return {
+        "file_id": file_id,
+        "file_unique_id": _unique_id(file_id),
+        "width": width,
+        "height": height,
+        "file_size": size,
+    }
+
+
+def _unique_id(file_id: str) -> str:
+    return "u" + hashlib.sha1(file_id.encode()).hexdigest()[:15]
+
+
+def _commands_key(params: dict[str, Any]) -> tuple[str, str]:
+    scope = params.get("scope") or {"type": "default"}
+    return json.dumps(scope, sort_keys=True), str(params.get("language_code", ""))
+
+
+def _brief(params: dict[str, Any]) -> str:
+    shown = {k: (f"<{len(v['bytes'])} bytes>" if isinstance(v, dict) and "bytes" in v else v) for k, v in params.items()}
+    text = repr(shown)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# ---------------------------------------------------------------------- update builders
+
+_update_ids = itertools.count(1)
+_incoming_message_ids = itertools.count(1)
+
+
+def _next_update_id(update_id: int | None) -> int:
+    return next(_update_ids) if update_id is None else update_id
+
+
+def _user(user_id: int, first_name: str, last_name: str | None, username: str | None, language_code: str) -> JsonDict:
+    user: JsonDict = {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": language_code}
+    if last_name is not None:
+        user["last_name"] = last_name
+    if username is not None:
+        user["username"] = username
+    return user
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def message_update(
+    user_id: int,
+    text: str,
+    *,
+    chat_id: int | None = None,
+    chat_type: str = "private",
+    language_code: str = "en",
+    first_name: str = "Ann",
+    last_name: str | None = None,
+    username: str | None = None,
+    contact: dict[str, Any] | None = None,
+    update_id: int | None = None,
+    message_id: int | None = None,
+) -> JsonDict:
+    """An incoming ``message`` update from a user."""
+    chat_id = user_id if chat_id is None else chat_id
+    if chat_type == "private":
+        chat: JsonDict = {"id": chat_id, "type": "private", "first_name": first_name}
+        if last_name is not None:
+            chat["last_name"] = last_name
+        if username is not None:
+            chat["username"] = username
+    else:
+        chat = {"id": chat_id, "type": chat_type, "title": "Test chat"}
+
+    message: JsonDict = {
+        "message_id": next(_incoming_message_ids) if message_id is None else message_id,
+        "from": _user(user_id, first_name, last_name, username, language_code),
+        "chat": chat,
+        "date": int(time.time()),
+    }
+    if text:
+        message["text"] = text
+        if text.startswith("/"):
+            command = text.split(maxsplit=1)[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}]
+    if contact is not None:
+        message["contact"] = contact
+    return {"update_id": _next_update_id(update_id), "message": message}
+
+
+def callback_update(
+    user_id: int,
+    data: str,
+    *,
+    message_id: int = 1,
+    chat_id: int | None = None,
+    language_code: str = "en",
+    update_id: int | None = None,
+) -> JsonDict:
+    """A ``callback_query`` update: the user pressed an inline button on a bot message."""
+    chat_id = user_id if chat_id is None else chat_id
+    update_id = _next_update_id(update_id)
+    return {
+        "update_id": update_id,
+        "callback_query": {
+            "id": f"cbq-{update_id}",
+            "from": _user(user_id, "Ann", None, None, language_code),
+            "chat_instance": f"ci-{chat_id}",
+            "data": data,
+            "message": {
+                "message_id": message_id,
+                "from": BOT_USER,
+                "chat": _chat(chat_id),
+                "date": int(time.time()),
+            },
+        },
+    }
+
+
+def my_chat_member_update(user_id: int, status: str) -> JsonDict:
+    """The user blocked (``"kicked"``) or unblocked (``"member"``) the bot in a private chat."""
+    if status not in ("kicked", "member"):
+        raise ValueError(f"status must be 'kicked' or 'member', not {status!r}")
+    now = int(time.time())
+
+    def member(member_status: str) -> JsonDict:
+        result: JsonDict = {"status": member_status, "user": BOT_USER}
+        if member_status == "kicked":
+            result["until_date"] = 0
+        return result
+
+    old_status = "member" if status == "kicked" else "kicked"
+    return {
+        "update_id": _next_update_id(None),
+        "my_chat_member": {
+            "chat": {"id": user_id, "type": "private", "first_name": "Ann"},
+            "from": _user(user_id, "Ann", None, None, "en"),
+            "date": now,
+            "old_chat_member": member(old_status),
+            "new_chat_member": member(status),
+        },
+    }

@@ -88,7 +88,10 @@ def create_app(
     dispatcher.include_router(build_router())
     dispatcher.startup.register(_on_startup)
     scheduler = AsyncIOScheduler(timezone=settings.tz)
-    http = create_http_app(engine)
+    http = create_http_app(
+        engine, session_factory=session_factory, shop=shop,
+        pos_token=settings.pos_api_token.get_secret_value() if settings.pos_api_token else None,
+    )
     return App(
         settings=settings, shop=shop, engine=engine, session_factory=session_factory,
         texts=texts, bot=bot, dispatcher=dispatcher, http=http, scheduler=scheduler,

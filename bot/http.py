@@ -6,20 +6,42 @@ import contextlib
 from collections.abc import Iterator
 
 import uvicorn
+from collections.abc import Callable
+
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from domain.shop import Shop
+from handlers import api
+
+DESCRIPTION = """The till API of Member Companion. Every call under `/api/v1` needs
+`Authorization: Bearer <POS_API_TOKEN>`. Amounts are decimal strings in the shop's currency
+("199.00"). Orders, refunds and events are idempotent by their ids."""
 
 
-def create_http_app(engine: AsyncEngine) -> FastAPI:
+def create_http_app(
+    engine: AsyncEngine,
+    *,
+    session_factory: async_sessionmaker[AsyncSession] | None = None,
+    shop: Shop | None = None,
+    pos_token: str | None = None,
+    outbox_ready: Callable[[], None] = lambda: None,
+) -> FastAPI:
     app = FastAPI(
-        title="Member Companion",
+        title="Member Companion till API",
         version="1",
+        description=DESCRIPTION,
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
     )
+    app.state.session_factory = session_factory
+    app.state.shop = shop
+    app.state.pos_token = pos_token
+    app.state.outbox_ready = outbox_ready
+    api.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

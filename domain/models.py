@@ -168,3 +168,102 @@ class TierChange(Base):
     reason: Mapped[str] = mapped_column(String(64))
     growth: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Coupon(Base):
+    """A single-use voucher with an owner, a value, a minimum spend and a validity window."""
+
+    __tablename__ = "coupons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(24), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    source: Mapped[str] = mapped_column(String(32))  # welcome, reward:<key>, birthday, ...
+    kind: Mapped[str] = mapped_column(String(16))  # amount_off | percent_off | free_item
+    value: Mapped[int] = mapped_column(Integer)  # minor units, or percent for percent_off
+    min_spend: Mapped[int] = mapped_column(Integer, default=0)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(12), default="active")  # active|used|void|expired
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_order_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Order(Base):
+    """A till's order, claimed by its order_id before anything else is written."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    amount: Mapped[int] = mapped_column(Integer)  # after the tier discount
+    coupon_id: Mapped[int | None] = mapped_column(ForeignKey("coupons.id"))
+    coupon_discount: Mapped[int] = mapped_column(Integer, default=0)
+    points_redeemed: Mapped[int] = mapped_column(Integer, default=0)
+    offset: Mapped[int] = mapped_column(Integer, default=0)
+    paid: Mapped[int] = mapped_column(Integer, default=0)
+    points_earned: Mapped[int] = mapped_column(Integer, default=0)
+    growth_earned: Mapped[int] = mapped_column(Integer, default=0)
+    earn_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
+    spend_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
+    refunded: Mapped[int] = mapped_column(Integer, default=0)
+    points_taken_back: Mapped[int] = mapped_column(Integer, default=0)
+    points_returned: Mapped[int] = mapped_column(Integer, default=0)
+    growth_taken_back: Mapped[int] = mapped_column(Integer, default=0)
+    cash_returned: Mapped[int] = mapped_column(Integer, default=0)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    response: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (CheckConstraint("refunded <= amount", name="refund_within_order"),)
+
+
+class Refund(Base):
+    __tablename__ = "refunds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    refund_id: Mapped[str] = mapped_column(String(64), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    order_pk: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    amount: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    response: Mapped[str] = mapped_column(Text, default="")
+
+
+class BehaviourEvent(Base):
+    """A behaviour the shop's other systems saw (review, share), credited once."""
+
+    __tablename__ = "behaviour_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(24))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    response: Mapped[str] = mapped_column(Text, default="")
+
+
+class Push(Base):
+    """An outbox row: a message to a member, written in the transaction that caused it and
+    delivered afterwards by the sender. The key makes each push unique per occasion."""
+
+    __tablename__ = "pushes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text, default="{}")
+    marketing: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # pending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_pushes_status_not_before", "status", "not_before"),)

@@ -96,7 +96,17 @@ class PointsRules(_Strict):
     referral_monthly_cap: int = Field(ge=0)
     offset_points_per_unit: int = Field(ge=1)
     offset_max_percent: int = Field(ge=0, le=100)
-    max_order_age_days: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _offset_in_minor_units(self) -> PointsRules:
+        if (self.offset_points_per_unit % 100 != 0) and (100 % self.offset_points_per_unit != 0):
+            raise ValueError("offset_points_per_unit must divide or be a multiple of 100")
+        return self
+
+
+class OrderRules(_Strict):
+    max_amount: Money
+    max_age_days: int = Field(ge=0)
 
 
 class ExpiryRules(_Strict):
@@ -157,6 +167,7 @@ class Program(_Strict):
     tier_rules: TierRules
     growth: GrowthRules
     points: PointsRules
+    orders: OrderRules
     expiry: ExpiryRules
     coupons: CouponRules
     rewards: list[Reward]

@@ -153,3 +153,16 @@ async def app(
 @pytest.fixture
 def chat(app: App, fake_telegram: FakeTelegram) -> Conversation:
     return Conversation(app, fake_telegram)
+
+
+@pytest.fixture
+async def api(app: App) -> AsyncIterator[Any]:
+    """An HTTP client for the till API of ``app``, with the till's bearer token."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app.http)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://till.test",
+        headers={"Authorization": f"Bearer {POS_TOKEN}"},
+    ) as client:
+        yield client

@@ -1,0 +1,90 @@
+"""Behaviours the shop's other systems see (a review, a share): points and growth, once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain import points
+from domain.errors import IdempotencyConflict, InvalidInput, MemberFrozen
+from domain.growth import BEHAVIOUR, add_growth
+from domain.idempotency import fingerprint, with_retry_on_race
+from domain.members import FROZEN, find_member
+from domain.models import BehaviourEvent, Member
+from domain.orders import Outcome
+from domain.shop import Shop
+from domain.tiers import check_upgrade
+from domain.transaction import write_transaction
+
+EVENT_KINDS = ("review", "share")
+
+
+@dataclass(frozen=True)
+class EventReceipt:
+    event_id: str
+    kind: str
+    member_code: str
+    points_earned: int
+    growth_earned: int
+    balance: int
+    tier: str
+    tier_changed: bool
+
+
+async def record_event(
+    session: AsyncSession, shop: Shop, *, member_query: str, event_id: str, kind: str
+) -> Outcome[EventReceipt]:
+    if kind not in EVENT_KINDS:
+        raise InvalidInput("kind", f"must be one of: {', '.join(EVENT_KINDS)}")
+    if not event_id or len(event_id) > 64:
+        raise InvalidInput("event_id", "must be 1 to 64 characters")
+
+    async def attempt() -> Outcome[EventReceipt]:
+        async with write_transaction(session):
+            member = await find_member(session, shop, member_query)
+            digest = fingerprint({"member": member.id, "kind": kind})
+            existing = await session.scalar(
+                select(BehaviourEvent).where(BehaviourEvent.event_id == event_id)
+            )
+            if existing is not None:
+                if existing.request_hash != digest:
+                    raise IdempotencyConflict(
+                        f"event {event_id} was already posted with a different body"
+                    )
+                return Outcome(EventReceipt(**json.loads(existing.response)), replayed=True)
+            if member.status == FROZEN:
+                raise MemberFrozen(reason=member.frozen_reason)
+            event = BehaviourEvent(
+                event_id=event_id, request_hash=digest, member_id=member.id, kind=kind,
+                created_at=shop.now(),
+            )
+            session.add(event)
+            await session.flush()
+            earned = getattr(shop.program.points, kind)
+            growth = getattr(shop.program.growth, kind)
+            key = f"event:{event_id}"
+            if earned > 0:
+                await points.earn(
+                    session, shop, member.id, kind=kind, amount=earned, reason=kind, key=key,
+                    source_ref=key,
+                )
+            await add_growth(
+                session, member.id, kind=kind, source=BEHAVIOUR, amount=growth, reason=kind,
+                key=key, occurred_at=shop.now(),
+            )
+            outcome = await check_upgrade(session, shop, member.id)
+            balance = await session.scalar(
+                select(Member.points_balance).where(Member.id == member.id)
+            )
+            receipt = EventReceipt(
+                event_id=event_id, kind=kind, member_code=member.code, points_earned=earned,
+                growth_earned=growth, balance=int(balance or 0), tier=outcome.after,
+                tier_changed=outcome.changed,
+            )
+            event.response = json.dumps(asdict(receipt), ensure_ascii=False)
+            return Outcome(receipt, replayed=False)
+
+    return await with_retry_on_race(session, attempt)

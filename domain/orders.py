@@ -1,0 +1,406 @@
+"""Orders and refunds from the shop's tills: coupon, points offset, earning, clawback.
+
+Each use case claims its id (order_id, refund_id) first, inside one write transaction, so a
+retried or racing request can never credit twice: the twin waits for the first to commit and
+then replays its stored answer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from typing import Generic, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain import coupons, outbox, points
+from domain.errors import (
+    IdempotencyConflict,
+    InsufficientPoints,
+    InvalidInput,
+    MemberFrozen,
+    OffsetNotAllowed,
+    OrderNotFound,
+    RefundTooLarge,
+)
+from domain.growth import PURCHASE, add_growth
+from domain.idempotency import fingerprint, with_retry_on_race
+from domain.members import FROZEN, find_member
+from domain.models import Member, Order, Refund
+from domain.money import MINOR_PER_UNIT, format_money
+from domain.shop import Shop
+from domain.tiers import TierOutcome, check_upgrade, progress, recheck_after_refund
+from domain.transaction import write_transaction
+
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    order_id: str
+    member: str  # member code or phone number
+    amount: int  # minor units, after the tier discount
+    occurred_at: datetime | None = None
+    redeem_points: int = 0
+    coupon_code: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderReceipt:
+    order_id: str
+    member_code: str
+    amount: str
+    coupon_code: str | None
+    coupon_discount: str
+    points_redeemed: int
+    points_offset: str
+    to_pay: str
+    points_earned: int
+    growth_earned: int
+    balance: int
+    tier: str
+    previous_tier: str
+    tier_changed: bool
+    next_tier: str | None
+    growth_to_next_tier: int
+    occurred_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[R]):
+    result: R
+    replayed: bool
+
+
+def _validate_order(shop: Shop, request: OrderRequest) -> datetime:
+    rules = shop.program.orders
+    if not request.order_id or len(request.order_id) > 64:
+        raise InvalidInput("order_id", "must be 1 to 64 characters")
+    if request.amount <= 0:
+        raise InvalidInput("amount", "must be greater than zero")
+    if request.amount > rules.max_amount:
+        raise InvalidInput("amount", f"above the largest order allowed ({format_money(rules.max_amount)})")
+    if request.redeem_points < 0:
+        raise InvalidInput("redeem_points", "must not be negative")
+    now = shop.now()
+    occurred = request.occurred_at or now
+    if occurred.tzinfo is None:
+        raise InvalidInput("occurred_at", "must carry a time zone offset")
+    if occurred > now + CLOCK_SKEW:
+        raise InvalidInput("occurred_at", "is in the future")
+    if occurred < now - timedelta(days=rules.max_age_days):
+        raise InvalidInput("occurred_at", f"is older than {rules.max_age_days} days")
+    return occurred
+
+
+def points_to_money(shop: Shop, points_amount: int) -> int:
+    """Minor units a number of points is worth at the till (100 points = 1.00)."""
+    return points_amount * MINOR_PER_UNIT // shop.program.points.offset_points_per_unit
+
+
+def money_to_points(shop: Shop, minor: int) -> int:
+    return minor * shop.program.points.offset_points_per_unit // MINOR_PER_UNIT
+
+
+def max_offset_points(shop: Shop, amount: int, balance: int) -> int:
+    """The most points a member may use on an order of ``amount`` (cap and balance)."""
+    cap_minor = amount * shop.program.points.offset_max_percent // 100
+    return max(0, min(money_to_points(shop, cap_minor), balance))
+
+
+def purchase_points(shop: Shop, member: Member, paid: int, at: datetime) -> int:
+    """Points for what was paid: per 1.00 × tier multiplier × the best promotion of the day
+    (member day or birthday month; promotions do not stack)."""
+    rules = shop.program.points
+    local = at.astimezone(shop.tz)
+    promotion = Decimal(1)
+    if rules.member_day and local.day == rules.member_day:
+        promotion = max(promotion, rules.member_day_multiplier)
+    if member.birthday_month == local.month:
+        promotion = max(promotion, rules.birthday_month_multiplier)
+    multiplier = shop.program.tier(member.tier).points_multiplier * promotion
+    value = Decimal(paid) / MINOR_PER_UNIT * rules.per_currency_unit * multiplier
+    return int(value.to_integral_value(rounding=ROUND_DOWN))
+
+
+def _order_fingerprint(request: OrderRequest) -> str:
+    return fingerprint(
+        {
+            "member": request.member.strip().upper(),
+            "amount": request.amount,
+            "occurred_at": request.occurred_at.isoformat() if request.occurred_at else None,
+            "redeem_points": request.redeem_points,
+            "coupon_code": (request.coupon_code or "").strip().upper() or None,
+        }
+    )
+
+
+def _receipt(order: Order) -> OrderReceipt:
+    return OrderReceipt(**json.loads(order.response))
+
+
+async def _claim_order(session: AsyncSession, order_id: str, digest: str) -> Order | None:
+    existing = await session.scalar(select(Order).where(Order.order_id == order_id))
+    if existing is not None and existing.request_hash != digest:
+        raise IdempotencyConflict(
+            f"order {order_id} was already posted with a different body", order_id=order_id
+        )
+    return existing
+
+
+async def place_order(session: AsyncSession, shop: Shop, request: OrderRequest) -> Outcome[OrderReceipt]:
+    """Apply coupon and points offset, earn points and growth on what remains to pay, upgrade
+    the tier at once, and queue the member's receipt: one transaction, once per order_id."""
+    occurred = _validate_order(shop, request)
+    digest = _order_fingerprint(request)
+
+    async def attempt() -> Outcome[OrderReceipt]:
+        async with write_transaction(session):
+            existing = await _claim_order(session, request.order_id, digest)
+            if existing is not None:
+                return Outcome(_receipt(existing), replayed=True)
+            member = await find_member(session, shop, request.member)
+            if member.status == FROZEN:
+                raise MemberFrozen(reason=member.frozen_reason)
+            order = Order(
+                order_id=request.order_id, request_hash=digest, member_id=member.id,
+                amount=request.amount, occurred_at=occurred, created_at=shop.now(),
+            )
+            session.add(order)
+            await session.flush()  # the claim: a racing twin now waits on this row
+            receipt = await _fill_order(session, shop, member, order, request)
+            order.response = receipt.to_json()
+            await outbox.enqueue(
+                session, shop, member_id=member.id, kind="receipt",
+                key=f"receipt:{order.order_id}", payload=asdict(receipt),
+            )
+            return Outcome(receipt, replayed=False)
+
+    return await with_retry_on_race(session, attempt)
+
+
+async def _fill_order(
+    session: AsyncSession, shop: Shop, member: Member, order: Order, request: OrderRequest
+) -> OrderReceipt:
+    rules = shop.program
+    key = f"order:{order.order_id}"
+    after_coupon = order.amount
+    coupon_code = None
+    if request.coupon_code:
+        applied = await coupons.redeem_for_order(
+            session, request.coupon_code, member_id=member.id, amount=order.amount,
+            at=order.occurred_at, order_id=order.order_id,
+        )
+        order.coupon_id, order.coupon_discount = applied.coupon_id, applied.discount
+        coupon_code = applied.code
+        after_coupon -= applied.discount
+
+    if request.redeem_points:
+        per_unit = rules.points.offset_points_per_unit
+        step = max(per_unit // MINOR_PER_UNIT, 1)
+        if request.redeem_points % step:
+            raise OffsetNotAllowed("redeem_points", f"must be a multiple of {step}")
+        offset = points_to_money(shop, request.redeem_points)
+        cap = after_coupon * rules.points.offset_max_percent // 100
+        if offset > cap:
+            raise OffsetNotAllowed(
+                "redeem_points",
+                f"at most {money_to_points(shop, cap)} points "
+                f"({rules.points.offset_max_percent}% of {format_money(after_coupon)})",
+            )
+        try:
+            spent = await points.spend(
+                session, shop, member.id, kind="offset", amount=request.redeem_points,
+                reason=f"order {order.order_id}", key=f"{key}:offset", source_ref=key,
+            )
+        except InsufficientPoints as exc:
+            raise OffsetNotAllowed(
+                "redeem_points", f"the balance is {exc.details['balance']} points"
+            ) from exc
+        order.points_redeemed, order.offset, order.spend_entry_id = (
+            request.redeem_points, offset, spent.entry_id,
+        )
+        after_coupon -= offset
+    order.paid = after_coupon
+
+    earned = purchase_points(shop, member, order.paid, order.occurred_at)
+    growth = order.paid * rules.growth.per_currency_unit // MINOR_PER_UNIT
+    tier_name = rules.tier(member.tier).name.en
+    if earned > 0:
+        posting = await points.earn(
+            session, shop, member.id, kind="purchase", amount=earned,
+            reason=f"order {order.order_id} at {tier_name}", key=f"{key}:earn", source_ref=key,
+            earned_on=shop.local_date(order.occurred_at),
+        )
+        order.earn_entry_id = posting.entry_id
+    await add_growth(
+        session, member.id, kind="purchase", source=PURCHASE, amount=growth,
+        reason=f"order {order.order_id}", key=f"{key}:growth", occurred_at=order.occurred_at,
+    )
+    order.points_earned, order.growth_earned = earned, growth
+    await session.execute(
+        update(Member)
+        .where(Member.id == member.id)
+        .values(
+            last_purchase_at=order.occurred_at
+            if member.last_purchase_at is None or member.last_purchase_at < order.occurred_at
+            else member.last_purchase_at,
+            first_purchase_at=member.first_purchase_at or order.occurred_at,
+        )
+    )
+    outcome = await check_upgrade(session, shop, member.id)
+    await session.flush()
+    return await _order_receipt(session, shop, member, order, coupon_code, outcome)
+
+
+async def _order_receipt(
+    session: AsyncSession, shop: Shop, member: Member, order: Order, coupon_code: str | None,
+    outcome: TierOutcome,
+) -> OrderReceipt:
+    balance = await session.scalar(select(Member.points_balance).where(Member.id == member.id))
+    standing = progress(shop, outcome.after, outcome.growth)
+    return OrderReceipt(
+        order_id=order.order_id,
+        member_code=member.code,
+        amount=format_money(order.amount),
+        coupon_code=coupon_code,
+        coupon_discount=format_money(order.coupon_discount),
+        points_redeemed=order.points_redeemed,
+        points_offset=format_money(order.offset),
+        to_pay=format_money(order.paid),
+        points_earned=order.points_earned,
+        growth_earned=order.growth_earned,
+        balance=int(balance or 0),
+        tier=outcome.after,
+        previous_tier=outcome.before,
+        tier_changed=outcome.changed,
+        next_tier=standing.next_tier.key if standing.next_tier else None,
+        growth_to_next_tier=standing.gap,
+        occurred_at=order.occurred_at.isoformat(),
+    )
+
+
+@dataclass(frozen=True)
+class RefundReceipt:
+    refund_id: str
+    order_id: str
+    amount: str
+    refunded_total: str
+    cash_to_return: str
+    points_taken_back: int
+    points_returned: int
+    growth_taken_back: int
+    balance: int
+    tier: str
+    tier_changed: bool
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def _share(total: int, refunded: int, amount: int) -> int:
+    """``total`` × refunded / amount, rounded down: cumulative, so a full refund is exact."""
+    return total * refunded // amount
+
+
+async def refund_order(
+    session: AsyncSession, shop: Shop, *, order_id: str, refund_id: str, amount: int
+) -> Outcome[RefundReceipt]:
+    """Take back the points and growth of the refunded share and return its offset points.
+    Refunds never exceed the order; refund_id is idempotent; the tier is re-checked."""
+    if not refund_id or len(refund_id) > 64:
+        raise InvalidInput("refund_id", "must be 1 to 64 characters")
+    if amount <= 0:
+        raise InvalidInput("amount", "must be greater than zero")
+    digest = fingerprint({"order_id": order_id, "amount": amount})
+
+    async def attempt() -> Outcome[RefundReceipt]:
+        async with write_transaction(session):
+            existing = await session.scalar(select(Refund).where(Refund.refund_id == refund_id))
+            if existing is not None:
+                if existing.request_hash != digest:
+                    raise IdempotencyConflict(
+                        f"refund {refund_id} was already posted with a different body"
+                    )
+                return Outcome(RefundReceipt(**json.loads(existing.response)), replayed=True)
+            order = await session.scalar(
+                select(Order).where(Order.order_id == order_id).with_for_update()
+            )
+            if order is None:
+                raise OrderNotFound(order_id=order_id)
+            refund = Refund(
+                refund_id=refund_id, request_hash=digest, order_pk=order.id, amount=amount,
+                created_at=shop.now(),
+            )
+            session.add(refund)
+            await session.flush()  # the claim
+            receipt = await _apply_refund(session, shop, order, refund)
+            refund.response = receipt.to_json()
+            return Outcome(receipt, replayed=False)
+
+    return await with_retry_on_race(session, attempt)
+
+
+async def _apply_refund(
+    session: AsyncSession, shop: Shop, order: Order, refund: Refund
+) -> RefundReceipt:
+    left = order.amount - order.refunded
+    if refund.amount > left:
+        raise RefundTooLarge(
+            "amount", f"only {format_money(left)} of order {order.order_id} is left to refund"
+        )
+    refunded = order.refunded + refund.amount
+    take_points = _share(order.points_earned, refunded, order.amount) - order.points_taken_back
+    give_points = _share(order.points_redeemed, refunded, order.amount) - order.points_returned
+    take_growth = _share(order.growth_earned, refunded, order.amount) - order.growth_taken_back
+    cash = _share(order.paid, refunded, order.amount) - order.cash_returned
+    key = f"refund:{refund.refund_id}"
+    if take_points > 0:
+        await points.claw_back(
+            session, shop, order.member_id, kind="refund", amount=take_points,
+            reason=f"refund of order {order.order_id}", key=f"{key}:clawback",
+            source_ref=f"order:{order.order_id}", from_entry=order.earn_entry_id,
+        )
+    if give_points > 0 and order.spend_entry_id is not None:
+        await points.give_back(
+            session, shop, order.member_id, spent_entry=order.spend_entry_id,
+            amount=give_points, kind="refund", reason=f"offset returned, order {order.order_id}",
+            key=f"{key}:offset", source_ref=f"order:{order.order_id}",
+        )
+    await add_growth(
+        session, order.member_id, kind="refund", source=PURCHASE, amount=-take_growth,
+        reason=f"refund of order {order.order_id}", key=f"{key}:growth",
+        occurred_at=order.occurred_at,  # dated like the purchase, so both leave the window together
+    )
+    order.refunded = refunded
+    order.points_taken_back += take_points
+    order.points_returned += give_points
+    order.growth_taken_back += take_growth
+    order.cash_returned += cash
+    if refunded == order.amount and order.coupon_id is not None:
+        await coupons.reinstate(session, order.coupon_id, now=shop.now())
+    outcome = await recheck_after_refund(session, shop, order.member_id)
+    await session.flush()
+    balance = await session.scalar(select(Member.points_balance).where(Member.id == order.member_id))
+    return RefundReceipt(
+        refund_id=refund.refund_id,
+        order_id=order.order_id,
+        amount=format_money(refund.amount),
+        refunded_total=format_money(refunded),
+        cash_to_return=format_money(cash),
+        points_taken_back=take_points,
+        points_returned=give_points,
+        growth_taken_back=take_growth,
+        balance=int(balance or 0),
+        tier=outcome.after,
+        tier_changed=outcome.changed,
+    )

@@ -1,0 +1,338 @@
+"""The till API (`/api/v1`): orders, refunds, member lookup, behaviour events.
+
+Bearer-token auth compared in constant time; every refusal is a JSON body naming the error,
+and for a bad field the field; the OpenAPI document at /api/v1/openapi.json describes it all.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain import coupons, members, orders
+from domain.errors import DomainError, InvalidInput
+from domain.events import record_event
+from domain.growth import growth_total
+from domain.money import format_money, parse_money
+from domain.shop import Shop
+
+AMOUNT_PATTERN = r"^\d{1,9}(\.\d{1,2})?$"
+ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
+STATUS_BY_CODE = {
+    "member_not_found": 404,
+    "order_not_found": 404,
+    "member_frozen": 403,
+    "idempotency_conflict": 409,
+}
+
+
+class ApiError(BaseModel):
+    error: str = Field(description="machine-readable error code")
+    message: str
+    field: str | None = Field(default=None, description="the request field at fault")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ApiError, "description": "missing or wrong bearer token"},
+    403: {"model": ApiError, "description": "the member is frozen"},
+    404: {"model": ApiError, "description": "unknown member or order"},
+    409: {"model": ApiError, "description": "the id was used before with a different body"},
+    422: {"model": ApiError, "description": "a field is wrong: `field` names it"},
+}
+
+
+class OrderIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"order_id": "1042", "member": "K7QM4PZ2", "amount": "199.00"},
+                {
+                    "order_id": "1043", "member": "+8613812345678", "amount": "320.50",
+                    "occurred_at": "2026-03-10T10:15:00+08:00", "redeem_points": 500,
+                    "coupon_code": "7XK2M9QPAB",
+                },
+            ]
+        },
+    )
+
+    order_id: str = Field(pattern=ID_PATTERN, description="the till's order id; idempotency key")
+    member: str = Field(min_length=1, max_length=32, description="member code or phone number")
+    amount: str = Field(
+        pattern=AMOUNT_PATTERN,
+        description="order total after the tier discount, a decimal string such as \"199.00\"",
+    )
+    occurred_at: AwareDatetime | None = Field(
+        default=None, description="when the sale happened (offline tills); not in the future"
+    )
+    redeem_points: int = Field(default=0, ge=0, le=100_000_000, description="points to offset")
+    coupon_code: str | None = Field(default=None, max_length=32)
+
+
+class OrderOut(BaseModel):
+    order_id: str
+    member_code: str
+    amount: str
+    coupon_code: str | None
+    coupon_discount: str
+    points_redeemed: int
+    points_offset: str
+    to_pay: str = Field(description="what the till must charge")
+    points_earned: int
+    growth_earned: int
+    balance: int
+    tier: str
+    previous_tier: str
+    tier_changed: bool
+    next_tier: str | None
+    growth_to_next_tier: int
+    occurred_at: datetime
+
+
+class RefundIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"refund_id": "R-1042-1", "amount": "99.50"}]},
+    )
+
+    refund_id: str = Field(pattern=ID_PATTERN, description="idempotency key of the refund")
+    amount: str = Field(
+        pattern=AMOUNT_PATTERN, description="refunded share of the order amount, e.g. \"99.50\""
+    )
+
+
+class RefundOut(BaseModel):
+    refund_id: str
+    order_id: str
+    amount: str
+    refunded_total: str
+    cash_to_return: str
+    points_taken_back: int
+    points_returned: int
+    growth_taken_back: int
+    balance: int
+    tier: str
+    tier_changed: bool
+
+
+class CouponOut(BaseModel):
+    code: str
+    kind: str
+    value: str
+    min_spend: str
+    valid_until: datetime
+
+
+class MemberOut(BaseModel):
+    code: str
+    name: str
+    tier: str
+    tier_name: str
+    discount_percent: int
+    balance: int
+    growth: int
+    max_offset_points: int | None = Field(description="for the given ?amount=")
+    max_offset_amount: str | None
+    coupons: list[CouponOut]
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"event_id": "rv-88", "kind": "review"}]}
+    )
+
+    event_id: str = Field(pattern=ID_PATTERN)
+    kind: Literal["review", "share"]
+
+
+class EventOut(BaseModel):
+    event_id: str
+    kind: str
+    member_code: str
+    points_earned: int
+    growth_earned: int
+    balance: int
+    tier: str
+    tier_changed: bool
+
+
+_bearer = HTTPBearer(auto_error=False, description="POS_API_TOKEN")
+
+
+class Unauthorized(Exception):
+    pass
+
+
+def _authorize(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    expected: str | None = request.app.state.pos_token
+    given = credentials.credentials if credentials else ""
+    # Constant-time comparison; with no token configured every call is refused.
+    if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized()
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory
+    async with factory() as session:
+        yield session
+
+
+def _shop(request: Request) -> Shop:
+    shop: Shop = request.app.state.shop
+    return shop
+
+
+SessionDep = Annotated[AsyncSession, Depends(_session)]
+ShopDep = Annotated[Shop, Depends(_shop)]
+
+
+def _money(text: str, field: str) -> int:
+    try:
+        return parse_money(text)
+    except ValueError as exc:
+        raise InvalidInput(field, str(exc)) from exc
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/api/v1", dependencies=[Depends(_authorize)], responses=ERRORS)
+
+    @router.post("/orders", status_code=201, response_model=OrderOut, summary="Post a sale")
+    async def post_order(
+        body: OrderIn, response: Response, session: SessionDep, shop: ShopDep, request: Request
+    ) -> dict[str, Any]:
+        """Apply the coupon and the points offset (100 points = 1.00, at most 50% of the order),
+        earn points and growth on what remains to pay. The same `order_id` with the same body
+        returns the first answer (header `Idempotent-Replayed: true`) and credits nothing."""
+        outcome = await orders.place_order(
+            session, shop,
+            orders.OrderRequest(
+                order_id=body.order_id, member=body.member,
+                amount=_money(body.amount, "amount"), occurred_at=body.occurred_at,
+                redeem_points=body.redeem_points, coupon_code=body.coupon_code,
+            ),
+        )
+        _mark_replay(response, outcome.replayed)
+        request.app.state.outbox_ready()
+        return asdict(outcome.result)
+
+    @router.post(
+        "/orders/{order_id}/refunds", status_code=201, response_model=RefundOut,
+        summary="Refund part or all of an order",
+    )
+    async def post_refund(
+        order_id: str, body: RefundIn, response: Response, session: SessionDep, shop: ShopDep
+    ) -> dict[str, Any]:
+        """Takes back the points and growth of the refunded share and returns its offset
+        points; refunds never exceed the order; `refund_id` is idempotent."""
+        outcome = await orders.refund_order(
+            session, shop, order_id=order_id, refund_id=body.refund_id,
+            amount=_money(body.amount, "amount"),
+        )
+        _mark_replay(response, outcome.replayed)
+        return asdict(outcome.result)
+
+    @router.get(
+        "/members/{code_or_phone}", response_model=MemberOut, summary="Look a member up"
+    )
+    async def get_member(
+        code_or_phone: str,
+        session: SessionDep,
+        shop: ShopDep,
+        amount: Annotated[
+            str | None, Query(pattern=AMOUNT_PATTERN, description="order amount, for the cap")
+        ] = None,
+    ) -> MemberOut:
+        """What a cashier needs: tier and discount, balance, the largest offset for an amount,
+        usable coupons."""
+        member = await members.find_member(session, shop, code_or_phone)
+        tier = shop.program.tier(member.tier)
+        growth = await growth_total(session, shop, member.id)
+        max_points = None
+        if amount is not None:
+            max_points = orders.max_offset_points(
+                shop, _money(amount, "amount"), member.points_balance
+            )
+        usable = await coupons.usable_coupons(session, member.id, at=shop.now())
+        return MemberOut(
+            code=member.code, name=member.display_name, tier=tier.key, tier_name=tier.name.en,
+            discount_percent=tier.discount_percent, balance=member.points_balance,
+            growth=growth.counted, max_offset_points=max_points,
+            max_offset_amount=format_money(orders.points_to_money(shop, max_points))
+            if max_points is not None else None,
+            coupons=[
+                CouponOut(
+                    code=c.code, kind=c.kind,
+                    value=str(c.value) if c.kind == "percent_off" else format_money(c.value),
+                    min_spend=format_money(c.min_spend), valid_until=c.valid_until,
+                )
+                for c in usable
+            ],
+        )
+
+    @router.post(
+        "/members/{code_or_phone}/events", status_code=201, response_model=EventOut,
+        summary="Report a behaviour (review, share)",
+    )
+    async def post_event(
+        code_or_phone: str, body: EventIn, response: Response, session: SessionDep, shop: ShopDep
+    ) -> dict[str, Any]:
+        """Kinds: review, share; points and growth as the program says. Idempotent by
+        `event_id`."""
+        outcome = await record_event(
+            session, shop, member_query=code_or_phone, event_id=body.event_id, kind=body.kind
+        )
+        _mark_replay(response, outcome.replayed)
+        return asdict(outcome.result)
+
+    return router
+
+
+def _mark_replay(response: Response, replayed: bool) -> None:
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+
+
+def install(app: FastAPI) -> None:
+    """The till API and its error answers on ``app``."""
+    app.include_router(build_router())
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_request: Request, _exc: Unauthorized) -> JSONResponse:
+        return JSONResponse(
+            {"error": "unauthorized", "message": "a valid bearer token is required"},
+            status_code=401, headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        status = 422 if isinstance(exc, InvalidInput) else STATUS_BY_CODE.get(exc.code, 400)
+        body: dict[str, Any] = {"error": exc.code, "message": str(exc)}
+        if isinstance(exc, InvalidInput):
+            body["field"] = exc.field
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        return JSONResponse(
+            {
+                "error": "invalid_input",
+                "message": str(first.get("msg", "invalid")),
+                "field": ".".join(location) or None,
+            },
+            status_code=422,
+        )

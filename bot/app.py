@@ -22,12 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.db import create_engine, create_session_factory
 from bot.http import EmbeddedServer, create_http_app
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight
+from bot.sender import OutboxSender
 from bot.settings import TEMPLATES_DIR, Settings
 from bot.texts import LANGUAGES, Texts, load_texts
 from domain.clock import Clock, SystemClock
 from domain.program import Program, load_program
 from domain.shop import Shop
 from handlers import build_router
+from handlers.outbox_signal import OutboxSignal
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 20
@@ -45,6 +47,7 @@ class App:
     http: FastAPI
     scheduler: AsyncIOScheduler
     in_flight: InFlight
+    sender: OutboxSender
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def close(self) -> None:
@@ -79,8 +82,10 @@ def create_app(
     texts = load_texts(TEMPLATES_DIR)
     bot = create_bot(settings, bot_session)
     in_flight = InFlight()
+    outbox_signal = OutboxSignal()
     dispatcher = Dispatcher(
-        shop=shop, texts=texts, settings=settings, session_factory=session_factory
+        shop=shop, texts=texts, settings=settings, session_factory=session_factory,
+        outbox_signal=outbox_signal,
     )
     dispatcher.update.outer_middleware(in_flight)
     dispatcher.update.outer_middleware(DatabaseSession(session_factory))
@@ -91,11 +96,13 @@ def create_app(
     http = create_http_app(
         engine, session_factory=session_factory, shop=shop,
         pos_token=settings.pos_api_token.get_secret_value() if settings.pos_api_token else None,
+        outbox_ready=outbox_signal.wake,
     )
+    sender = OutboxSender(session_factory, bot, texts, shop, outbox_signal)
     return App(
         settings=settings, shop=shop, engine=engine, session_factory=session_factory,
         texts=texts, bot=bot, dispatcher=dispatcher, http=http, scheduler=scheduler,
-        in_flight=in_flight,
+        in_flight=in_flight, sender=sender,
     )
 
 
@@ -132,10 +139,12 @@ async def run(app: App) -> None:
         name="polling",
     )
     serving = asyncio.create_task(server.serve(), name="http")
+    sending = asyncio.create_task(app.sender.run(app.stopping), name="outbox")
     stop = asyncio.create_task(app.stopping.wait(), name="stop")
     log.info("running: HTTP on %s:%s", app.settings.api_host, app.settings.api_port)
     done, _ = await asyncio.wait({polling, serving, stop}, return_when=asyncio.FIRST_COMPLETED)
     failure = next((t.exception() for t in done if t is not stop and t.exception()), None)
+    app.stopping.set()
 
     log.info("stopping: letting in-flight updates finish")
     if not polling.done():
@@ -144,6 +153,8 @@ async def run(app: App) -> None:
     server.should_exit = True
     await asyncio.gather(serving, return_exceptions=True)
     app.scheduler.shutdown(wait=False)
+    app.sender.signal.wake()
+    await asyncio.gather(sending, return_exceptions=True)
     stop.cancel()
     await app.close()
     if failure is not None:

@@ -320,3 +320,31 @@ async def expiring_points(
         query = query.where(PointsLot.expires_on <= until)
     rows = (await session.execute(query)).all()
     return [ExpiringPoints(day, int(total)) for day, total in rows if day is not None]
+
+
+async def expire_due(session: AsyncSession, shop: Shop, *, on: date, batch: int = 500) -> int:
+    """Expire every lot whose last day is before ``on`` (local date); what is left of each lot
+    goes, nothing more. Each lot is its own entry, keyed so a second run does nothing. Returns
+    the number of lots expired. Runs in the caller's write transaction."""
+    expired = 0
+    while True:
+        lot_ids = (
+            await session.scalars(
+                select(PointsLot.id)
+                .where(PointsLot.expires_on < on, PointsLot.remaining > 0)
+                .order_by(PointsLot.id)
+                .limit(batch)
+            )
+        ).all()
+        if not lot_ids:
+            return expired
+        for lot_id in lot_ids:
+            lot_expiry = await session.scalar(select(PointsLot.expires_on).where(PointsLot.id == lot_id))
+            # A lot refilled by a refund after it expired expires again, under a new key.
+            n = await session.scalar(
+                select(func.count(LedgerEntry.id)).where(
+                    LedgerEntry.kind == "expiry", LedgerEntry.source_ref == f"lot:{lot_id}"
+                )
+            )
+            if await expire_lot(session, shop, lot_id, key=f"expiry:{lot_id}:{lot_expiry}:{n}"):
+                expired += 1

@@ -4,6 +4,7 @@ history with reasons. Evaluation functions take a date so the scheduler only cal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime, time
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,3 +102,55 @@ async def recheck_after_refund(session: AsyncSession, shop: Shop, member_id: int
         return TierOutcome(before, before, growth)
     await _set_tier(session, shop, member_id, before, target, "refund", growth)
     return TierOutcome(before, target, growth)
+
+
+def _start_of(day: date, shop: Shop) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=shop.tz)
+
+
+async def annual_review(session: AsyncSession, shop: Shop, member_id: int, *, on: date) -> TierOutcome:
+    """Re-evaluation (1 January): the tier becomes the one the previous window's growth
+    reaches, at most ``max_steps_down`` steps down. Recorded with reason "annual_review"."""
+    before = await _current(session, member_id)
+    at = _start_of(on, shop)
+    growth = (await growth_total(session, shop, member_id, at=at)).counted
+    program = shop.program
+    reached = program.tier_index(program.tier_for_growth(growth).key)
+    current = program.tier_index(before)
+    target = max(reached, current - program.tier_rules.max_steps_down)
+    after = program.tiers[target].key
+    if after != before:
+        await _set_tier(session, shop, member_id, before, after, "annual_review", growth)
+    return TierOutcome(before, after, growth)
+
+
+@dataclass(frozen=True)
+class DowngradeRisk:
+    tier: str
+    growth_kept: int  # growth that will still count at the review if nothing more is earned
+    gap: int  # growth still needed to keep the tier
+    review_on: date
+
+
+def next_review(shop: Shop, today: date) -> date:
+    month, day = (int(part) for part in shop.program.tier_rules.annual_review.split("-"))
+    review = date(today.year, month, day)
+    return review if review > today else date(today.year + 1, month, day)
+
+
+async def downgrade_risk(
+    session: AsyncSession, shop: Shop, member_id: int, *, on: date
+) -> DowngradeRisk | None:
+    """For the monthly warning: would the tier be lost at the next review if the member earned
+    nothing more? Then the gap and the date; None when the tier is safe (or the lowest)."""
+    tier_key = await _current(session, member_id)
+    tier = shop.program.tier(tier_key)
+    if shop.program.tier_index(tier_key) == 0:
+        return None
+    review = next_review(shop, on)
+    kept = (await growth_total(session, shop, member_id, at=_start_of(review, shop))).counted
+    # Growth dated after today cannot exist yet, so the window ending at the review holds
+    # exactly what is already earned and will not have aged out by then.
+    if kept >= tier.threshold:
+        return None
+    return DowngradeRisk(tier_key, kept, tier.threshold - kept, review)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import card, contact, errors, group, help, language, start
+from handlers import card, contact, errors, group, help, language, staff, start
 
 
 def build_router() -> Router:
@@ -14,6 +14,7 @@ def build_router() -> Router:
         errors.build_router(),
         group.build_router(),
         start.build_router(),
+        staff.build_router(),
         card.build_router(),
         contact.build_router(),
         language.build_router(),

@@ -25,7 +25,8 @@ async def _reply(event: ErrorEvent, text: str) -> None:
 async def domain_error(event: ErrorEvent, texts: Texts, lang: str = "en") -> None:
     error = event.exception
     assert isinstance(error, DomainError)
-    await _reply(event, texts.render(lang, f"errors/{error.code}", **error.details))
+    context = {"message": str(error), **error.details}
+    await _reply(event, texts.render(lang, f"errors/{error.code}", **context))
 
 
 async def unexpected(event: ErrorEvent, texts: Texts, lang: str = "en") -> None:

@@ -1,0 +1,22 @@
+"""How a door tells the outbox sender that new pushes are waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class OutboxSignal:
+    """Wakes the sender at once instead of at its next poll."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def wake(self) -> None:
+        self.event.set()
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except TimeoutError:
+            pass
+        self.event.clear()

@@ -1,0 +1,89 @@
+"""Staff at the counter: /sale and /refund through the same use cases as the till API."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject, Filter
+from aiogram.types import Message, User
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.settings import Settings
+from bot.texts import Texts
+from domain import orders
+from domain.errors import InvalidInput
+from domain.money import MoneyFormatError, parse_money
+from domain.shop import Shop
+from handlers.outbox_signal import OutboxSignal
+
+
+class IsStaff(Filter):
+    async def __call__(self, message: Message, settings: Settings) -> bool:
+        user: User | None = message.from_user
+        return user is not None and user.id in settings.staff
+
+
+def _amount(text: str) -> int:
+    try:
+        return parse_money(text)
+    except MoneyFormatError as exc:
+        raise InvalidInput("amount", "is not a decimal amount such as 199.00") from exc
+
+
+def _request_id(message: Message) -> str:
+    # One chat message is one sale: a re-delivered update can never count twice.
+    return f"tg{message.chat.id}-{message.message_id}"
+
+
+async def sale(
+    message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
+    lang: str, outbox_signal: OutboxSignal,
+) -> None:
+    args = (command.args or "").split()
+    if len(args) not in (2, 3):
+        await message.answer(texts.render(lang, "staff/sale_usage"))
+        return
+    order_id = args[2] if len(args) == 3 else _request_id(message)
+    outcome = await orders.place_order(
+        session, shop,
+        orders.OrderRequest(order_id=order_id, member=args[0], amount=_amount(args[1])),
+    )
+    outbox_signal.wake()
+    await message.answer(
+        texts.render(
+            lang, "staff/sale_done", r=asdict(outcome.result), replayed=outcome.replayed,
+            program=shop.program,
+        )
+    )
+
+
+async def refund(
+    message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
+    lang: str,
+) -> None:
+    args = (command.args or "").split()
+    if len(args) != 2:
+        await message.answer(texts.render(lang, "staff/refund_usage"))
+        return
+    outcome = await orders.refund_order(
+        session, shop, order_id=args[0], refund_id=_request_id(message), amount=_amount(args[1])
+    )
+    await message.answer(
+        texts.render(
+            lang, "staff/refund_done", r=asdict(outcome.result), replayed=outcome.replayed,
+            program=shop.program,
+        )
+    )
+
+
+async def not_staff(message: Message, texts: Texts, lang: str) -> None:
+    await message.answer(texts.render(lang, "staff/only"))
+
+
+def build_router() -> Router:
+    router = Router(name=__name__)
+    router.message.register(sale, Command("sale"), IsStaff())
+    router.message.register(refund, Command("refund"), IsStaff())
+    router.message.register(not_staff, Command("sale", "refund"))
+    return router

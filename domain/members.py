@@ -53,13 +53,18 @@ async def member_by_telegram_id(session: AsyncSession, telegram_id: int) -> Memb
 async def find_member(session: AsyncSession, shop: Shop, code_or_phone: str) -> Member:
     """A member by member code (any case, with or without '-') or by phone number."""
     code = normalize_member_code(code_or_phone)
+    fresh = {"populate_existing": True}  # never a stale copy from the session's identity map
     member = None
     if code is not None:
-        member = await session.scalar(select(Member).where(Member.code == code))
+        member = await session.scalar(
+            select(Member).where(Member.code == code).execution_options(**fresh)
+        )
     if member is None:
         phone = normalize_phone(code_or_phone, shop.phone_region)
         if phone is not None:
-            member = await session.scalar(select(Member).where(Member.phone == phone))
+            member = await session.scalar(
+                select(Member).where(Member.phone == phone).execution_options(**fresh)
+            )
     if member is None or member.status == DELETED:
         raise MemberNotFound(query=code_or_phone)
     return member

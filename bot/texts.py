@@ -46,9 +46,16 @@ class Texts:
         self._labels = {lang: self._load_labels(lang) for lang in LANGUAGES}
 
     def _load_labels(self, lang: str) -> dict[str, str]:
-        with (self.directory / lang / "labels.toml").open("rb") as handle:
-            raw = tomllib.load(handle)
-        return {str(k): str(v) for k, v in raw.items()}
+        """labels.toml and labels_<topic>.toml of one language, merged; a key twice is an error."""
+        labels: dict[str, str] = {}
+        for path in sorted((self.directory / lang).glob("labels*.toml")):
+            with path.open("rb") as handle:
+                raw = tomllib.load(handle)
+            for key, value in raw.items():
+                if key in labels:
+                    raise ValueError(f"{path}: label {key!r} is defined twice")
+                labels[str(key)] = str(value)
+        return labels
 
     def render(self, lang: str, name: str, /, **context: Any) -> str:
         """Render templates/<lang>/<name>.html with ``lang`` in the context."""

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import points
+from domain import points, referrals
 from domain.errors import InvalidPhone, MemberNotFound, NotOwnContact, PhoneTaken
 from domain.growth import growth_total
 from domain.member_code import new_member_code, normalize_member_code
@@ -124,6 +124,7 @@ async def register(
                     reason="sign-up bonus", key=f"signup:{member.id}",
                 )
                 member.points_balance = posting.balance
+            await referrals.on_registered(session, shop, member, referrer)
             return Registration(member, created=True, referrer=referrer)
     except IntegrityError:
         # Two first messages raced (PostgreSQL): the other one registered the member.

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    UniqueConstraint,
     Boolean,
     CheckConstraint,
     Date,
@@ -80,6 +81,11 @@ class Member(Base):
     birthday_month: Mapped[int | None] = mapped_column(Integer)
     birthday_day: Mapped[int | None] = mapped_column(Integer)
     birthday_year: Mapped[int | None] = mapped_column(Integer)
+    # A birthday set within 30 days before the date waits a year for its gift.
+    birthday_gift_from: Mapped[int | None] = mapped_column(Integer)
+    birthday_set_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # False after the member blocked the bot; true again when they write.
+    reachable: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     first_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -267,3 +273,53 @@ class Push(Base):
     last_error: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (Index("ix_pushes_status_not_before", "status", "not_before"),)
+
+
+class CheckIn(Base):
+    """One check-in per member and local day, with the streak it makes."""
+
+    __tablename__ = "checkins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    day: Mapped[date] = mapped_column(Date)
+    streak: Mapped[int] = mapped_column(Integer)
+    points: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("member_id", "day", name="uq_checkins_member_day"),
+        Index("ix_checkins_day", "day"),
+    )
+
+
+class Badge(Base):
+    __tablename__ = "badges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    earned_on: Mapped[date] = mapped_column(Date)
+
+    __table_args__ = (UniqueConstraint("member_id", "kind", "earned_on", name="uq_badges_once"),)
+
+
+class RewardStock(Base):
+    """What is left of a reward in the mall; seeded from the program on first use."""
+
+    __tablename__ = "reward_stock"
+
+    reward_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    remaining: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (CheckConstraint("remaining >= 0", name="stock_not_negative"),)
+
+
+class ExitSurvey(Base):
+    """Why a member left, kept without any link to who it was."""
+
+    __tablename__ = "exit_surveys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import coupons, outbox, points
+from domain import coupons, outbox, points, referrals
 from domain.errors import (
     IdempotencyConflict,
     InsufficientPoints,
@@ -257,6 +257,8 @@ async def _fill_order(
             first_purchase_at=member.first_purchase_at or order.occurred_at,
         )
     )
+    if member.first_purchase_at is None:
+        await referrals.on_first_purchase(session, shop, member, order.order_id)
     outcome = await check_upgrade(session, shop, member.id)
     await session.flush()
     return await _order_receipt(session, shop, member, order, coupon_code, outcome)

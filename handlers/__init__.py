@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import card, contact, errors, group, help, language, staff, start
+from handlers import (
+    benefits,
+    card,
+    checkin,
+    contact,
+    coupons,
+    errors,
+    group,
+    help,
+    invite,
+    language,
+    points,
+    profile,
+    rewards,
+    staff,
+    start,
+)
 
 
 def build_router() -> Router:
@@ -16,6 +32,13 @@ def build_router() -> Router:
         start.build_router(),
         staff.build_router(),
         card.build_router(),
+        checkin.build_router(),
+        points.build_router(),
+        rewards.build_router(),
+        coupons.build_router(),
+        invite.build_router(),
+        benefits.build_router(),
+        profile.build_router(),
         contact.build_router(),
         language.build_router(),
         help.build_router(),

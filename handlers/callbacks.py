@@ -1,4 +1,8 @@
-"""Every callback's data, as CallbackData classes: no magic strings anywhere else."""
+"""Every callback's data, as CallbackData classes: no magic strings anywhere else.
+
+Ids in callback data are never trusted: each handler re-checks that the object belongs to the
+member who pressed the button.
+"""
 
 from __future__ import annotations
 
@@ -7,3 +11,37 @@ from aiogram.filters.callback_data import CallbackData
 
 class LanguageChoice(CallbackData, prefix="lang"):
     language: str
+
+
+class PointsPage(CallbackData, prefix="pts"):
+    page: int
+
+
+class CheckinView(CallbackData, prefix="chk"):
+    view: str  # "calendar" | "leaderboard"
+
+
+class RewardView(CallbackData, prefix="rwv"):
+    key: str  # a reward key from the program; "" for the catalog
+
+
+class RewardRedeem(CallbackData, prefix="rwr"):
+    key: str
+    confirmed: bool
+
+
+class CouponOpen(CallbackData, prefix="cpn"):
+    coupon_id: int  # 0 for the list
+
+
+class InviteView(CallbackData, prefix="inv"):
+    view: str  # "link" | "leaderboard"
+
+
+class ProfileAction(CallbackData, prefix="prf"):
+    action: str  # "show" | "marketing_on" | "marketing_off" | "language" | "birthday" | "delete"
+
+
+class DeleteStep(CallbackData, prefix="del"):
+    step: str  # "confirm" | "cancel" | "reason"
+    reason: str = ""

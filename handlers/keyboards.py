@@ -19,9 +19,11 @@ def main_menu(texts: Texts, lang: str) -> ReplyKeyboardMarkup:
 
     return ReplyKeyboardMarkup(
         keyboard=[
-            [button("menu_card")],
-            [button("menu_phone", request_contact=True)],
-            [button("menu_language"), button("menu_help")],
+            [button("menu_card"), button("menu_checkin")],
+            [button("menu_points"), button("menu_rewards")],
+            [button("menu_coupons"), button("menu_invite")],
+            [button("menu_benefits"), button("menu_profile")],
+            [button("menu_phone", request_contact=True), button("menu_help")],
         ],
         resize_keyboard=True,
         is_persistent=True,

@@ -31,7 +31,7 @@ async def _run(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
         sys.executable, "-m", "bot", *args, cwd=cwd, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    out, _ = await asyncio.wait_for(process.communicate(), 180)
     return process.returncode or 0, out.decode()
 
 
@@ -93,7 +93,7 @@ async def test_bot_runs_answers_serves_health_and_stops_cleanly(tmp_path: Path) 
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         try:
-            await fake.wait_for("setMyCommands", timeout=30)
+            await fake.wait_for("setMyCommands", timeout=120)  # aiogram imports slowly
             fake.push_update(message_update(31337, "/start", first_name="Newcomer"))
             welcome = await fake.wait_for(
                 "sendMessage", lambda c: c.params.get("chat_id") == "31337", timeout=15

@@ -17,7 +17,7 @@ from domain.models import Member, TierChange
 from domain.phone import normalize_phone
 from domain.shop import Shop
 from domain.tiers import TierProgress, progress
-from domain.transaction import write_transaction
+from domain.transaction import read_transaction, write_transaction
 
 LANGUAGES = ("en", "zh")
 ACTIVE = "active"
@@ -181,19 +181,16 @@ class MemberCard:
 
 
 async def member_card(session: AsyncSession, shop: Shop, member: Member) -> MemberCard:
-    """Everything the card's caption shows, read fresh from the database."""
-    fresh = await session.scalar(
-        select(Member).where(Member.id == member.id).execution_options(populate_existing=True)
-    )
-    assert fresh is not None
-    growth = await growth_total(session, shop, fresh.id)
+    """Everything the card's caption shows. ``member`` is the row loaded for this update."""
+    async with read_transaction(session):
+        growth = await growth_total(session, shop, member.id)
     return MemberCard(
-        name=fresh.display_name,
-        code=fresh.code,
-        balance=fresh.points_balance,
-        progress=progress(shop, fresh.tier, growth.counted),
-        member_since=shop.local_date(fresh.created_at),
-        language=fresh.language,
+        name=member.display_name,
+        code=member.code,
+        balance=member.points_balance,
+        progress=progress(shop, member.tier, growth.counted),
+        member_since=shop.local_date(member.created_at),
+        language=member.language,
     )
 
 

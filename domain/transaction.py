@@ -26,3 +26,14 @@ async def write_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession
     except BaseException:
         await session.rollback()
         raise
+
+
+@asynccontextmanager
+async def read_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """Reads that end their transaction at once: no connection or SQLite snapshot is held
+    while the caller then waits on the network."""
+    try:
+        yield session
+    finally:
+        if session.in_transaction():
+            await session.commit()  # nothing pending: ends the read, keeps loaded objects

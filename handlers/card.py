@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiogram import Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command
@@ -27,7 +29,8 @@ async def card(
             return
         except TelegramBadRequest:
             pass  # the file_id is no longer valid (e.g. another bot token): upload again
-    photo = BufferedInputFile(qr_png(member.code), filename=f"card-{member.code}.png")
+    png = await asyncio.to_thread(qr_png, member.code)  # ~10 ms of CPU: off the event loop
+    photo = BufferedInputFile(png, filename=f"card-{member.code}.png")
     sent = await message.answer_photo(photo, caption=caption)
     if sent.photo:
         await members.remember_card_file(session, member, sent.photo[-1].file_id)

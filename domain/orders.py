@@ -117,9 +117,9 @@ def max_offset_points(shop: Shop, amount: int, balance: int) -> int:
     return max(0, min(money_to_points(shop, cap_minor), balance))
 
 
-def purchase_points(shop: Shop, member: Member, paid: int, at: datetime) -> int:
-    """Points for what was paid: per 1.00 × tier multiplier × the best promotion of the day
-    (member day or birthday month; promotions do not stack)."""
+def points_multiplier(shop: Shop, member: Member, at: datetime) -> Decimal:
+    """Tier multiplier × the best promotion of the day (member day or birthday month;
+    promotions do not stack)."""
     rules = shop.program.points
     local = at.astimezone(shop.tz)
     promotion = Decimal(1)
@@ -127,8 +127,12 @@ def purchase_points(shop: Shop, member: Member, paid: int, at: datetime) -> int:
         promotion = max(promotion, rules.member_day_multiplier)
     if member.birthday_month == local.month:
         promotion = max(promotion, rules.birthday_month_multiplier)
-    multiplier = shop.program.tier(member.tier).points_multiplier * promotion
-    value = Decimal(paid) / MINOR_PER_UNIT * rules.per_currency_unit * multiplier
+    return shop.program.tier(member.tier).points_multiplier * promotion
+
+
+def purchase_points(shop: Shop, paid: int, multiplier: Decimal) -> int:
+    """Points for what was paid: per 1.00 × the multiplier, rounded down."""
+    value = Decimal(paid) / MINOR_PER_UNIT * shop.program.points.per_currency_unit * multiplier
     return int(value.to_integral_value(rounding=ROUND_DOWN))
 
 
@@ -232,13 +236,15 @@ async def _fill_order(
         after_coupon -= offset
     order.paid = after_coupon
 
-    earned = purchase_points(shop, member, order.paid, order.occurred_at)
+    multiplier = points_multiplier(shop, member, order.occurred_at)
+    earned = purchase_points(shop, order.paid, multiplier)
     growth = order.paid * rules.growth.per_currency_unit // MINOR_PER_UNIT
     tier_name = rules.tier(member.tier).name.en
     if earned > 0:
         posting = await points.earn(
             session, shop, member.id, kind="purchase", amount=earned,
-            reason=f"order {order.order_id} at {tier_name}", key=f"{key}:earn", source_ref=key,
+            reason=f"order {order.order_id} at {tier_name} ×{multiplier.normalize()}",
+            key=f"{key}:earn", source_ref=key,
             earned_on=shop.local_date(order.occurred_at),
         )
         order.earn_entry_id = posting.entry_id

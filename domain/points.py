@@ -11,7 +11,7 @@ Functions here never commit: they run inside the caller's write transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -348,3 +348,44 @@ async def expire_due(session: AsyncSession, shop: Shop, *, on: date, batch: int 
             )
             if await expire_lot(session, shop, lot_id, key=f"expiry:{lot_id}:{lot_expiry}:{n}"):
                 expired += 1
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    kind: str
+    amount: int
+    reason: str
+    source_ref: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    lines: list[HistoryLine]
+    page: int
+    pages: int
+
+
+async def history_page(
+    session: AsyncSession, member_id: int, *, page: int, per_page: int = 8
+) -> HistoryPage:
+    """One page of the member's ledger, newest first (page 0 is the newest)."""
+    total = int(
+        await session.scalar(
+            select(func.count(LedgerEntry.id)).where(LedgerEntry.member_id == member_id)
+        )
+        or 0
+    )
+    pages = max(1, -(-total // per_page))
+    page = min(max(page, 0), pages - 1)
+    rows = (
+        await session.scalars(
+            select(LedgerEntry)
+            .where(LedgerEntry.member_id == member_id)
+            .order_by(LedgerEntry.id.desc())
+            .offset(page * per_page)
+            .limit(per_page)
+        )
+    ).all()
+    lines = [HistoryLine(r.kind, r.amount, r.reason, r.source_ref, r.created_at) for r in rows]
+    return HistoryPage(lines, page, pages)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db import create_engine, create_session_factory
 from bot.http import EmbeddedServer, create_http_app
-from bot.middlewares import CurrentMember, DatabaseSession, InFlight
+from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
 from bot.sender import OutboxSender
 from bot.settings import TEMPLATES_DIR, Settings
 from bot.texts import LANGUAGES, Texts, load_texts
@@ -88,6 +88,7 @@ def create_app(
         outbox_signal=outbox_signal,
     )
     dispatcher.update.outer_middleware(in_flight)
+    dispatcher.update.outer_middleware(Throttle(texts))
     dispatcher.update.outer_middleware(DatabaseSession(session_factory))
     dispatcher.update.outer_middleware(CurrentMember())
     dispatcher.include_router(build_router())

@@ -1,27 +1,65 @@
-"""Coupons: unique code, value, minimum spend, validity, owner, single use."""
+"""Coupons: unique code, value, minimum spend, validity, owner, single use.
+
+Every source (rewards mall, welcome, referral, birthday, lifecycle offers) issues through
+``issue_coupon``; tills use one through ``redeem_for_order``; members see theirs through
+``member_coupons`` and ``member_coupon``, which only ever show the member's own.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import CouponNotUsable, UnknownCoupon
+from domain.errors import CouponNotUsable, DomainError, UnknownCoupon
 from domain.member_code import new_code, normalize_code
 from domain.models import Coupon
 from domain.money import format_money
+from domain.program import Localized
 from domain.shop import Shop
+from domain.transaction import read_transaction
 
 COUPON_DATA_LENGTH = 9
 COUPON_CODE_LENGTH = COUPON_DATA_LENGTH + 1
+CODE_GROUP = 5
 ACTIVE = "active"
 USED = "used"
+VOID = "void"
+EXPIRED = "expired"
+REWARD_SOURCE = "reward:"
+
+
+class CouponNotFound(DomainError):
+    """No coupon of this member has that id (it may be someone else's: say nothing of it)."""
+
+    code = "coupon_not_found"
+    default_message = "no such coupon"
+
+
+class CouponUnavailable(DomainError):
+    """The member's own coupon can no longer be used; ``state`` says why."""
+
+    code = "coupon_unavailable"
+    default_message = "the coupon can no longer be used"
 
 
 def normalize_coupon_code(text: str) -> str | None:
+    """The canonical coupon code for what a person typed, or None when it is not valid."""
     return normalize_code(text, COUPON_CODE_LENGTH)
+
+
+def format_coupon_code(code: str) -> str:
+    """Grouped for reading aloud at the till: '7XK2M-9QPAB'."""
+    return "-".join(code[i : i + CODE_GROUP] for i in range(0, len(code), CODE_GROUP))
+
+
+def last_valid_instant(shop: Shop, issued: datetime, valid_days: int) -> datetime:
+    """The end of the local day ``valid_days`` after ``issued``: a member told "valid until
+    9 Apr" can use it all that day."""
+    last_day = shop.local_date(issued) + timedelta(days=valid_days)
+    return datetime.combine(last_day, time(23, 59, 59), tzinfo=shop.tz)
 
 
 async def issue_coupon(
@@ -35,7 +73,8 @@ async def issue_coupon(
     min_spend: int,
     valid_days: int,
 ) -> Coupon:
-    """A new coupon for a member, valid from now for ``valid_days`` days."""
+    """A new coupon for a member, valid from now through the local day ``valid_days`` days
+    ahead. Runs in the caller's write transaction."""
     while True:
         code = new_code(COUPON_DATA_LENGTH)
         if await session.scalar(select(Coupon.id).where(Coupon.code == code)) is None:
@@ -43,7 +82,7 @@ async def issue_coupon(
     now = shop.now()
     coupon = Coupon(
         code=code, member_id=member_id, source=source, kind=kind, value=value,
-        min_spend=min_spend, valid_from=now, valid_until=now + timedelta(days=valid_days),
+        min_spend=min_spend, valid_from=now, valid_until=last_valid_instant(shop, now, valid_days),
         status=ACTIVE, created_at=now,
     )
     session.add(coupon)
@@ -71,11 +110,15 @@ class AppliedCoupon:
 async def redeem_for_order(
     session: AsyncSession, text: str, *, member_id: int, amount: int, at: datetime, order_id: str
 ) -> AppliedCoupon:
-    """Check a coupon against the order and use it, exactly once even when orders race."""
+    """Check a coupon against the order (owner, status, validity, minimum spend) and use it,
+    exactly once even when orders race: the use is one conditional UPDATE on its status.
+    Runs in the caller's write transaction; every refusal is on the field ``coupon_code``."""
     code = normalize_coupon_code(text)
     coupon = None
     if code is not None:
-        coupon = await session.scalar(select(Coupon).where(Coupon.code == code))
+        coupon = await session.scalar(
+            select(Coupon).where(Coupon.code == code).execution_options(populate_existing=True)
+        )
     if coupon is None:
         raise UnknownCoupon("coupon_code", "no such coupon")
     if coupon.member_id != member_id:
@@ -108,6 +151,7 @@ async def reinstate(session: AsyncSession, coupon_id: int, *, now: datetime) -> 
 
 
 async def usable_coupons(session: AsyncSession, member_id: int, *, at: datetime) -> list[Coupon]:
+    """The member's coupons that a till would accept at ``at``, the soonest to expire first."""
     return list(
         (
             await session.scalars(
@@ -122,3 +166,73 @@ async def usable_coupons(session: AsyncSession, member_id: int, *, at: datetime)
             )
         ).all()
     )
+
+
+@dataclass(frozen=True)
+class CouponView:
+    """A coupon as its owner sees it: dates are local, the code grouped for reading."""
+
+    id: int
+    code: str
+    grouped_code: str
+    kind: str
+    value: int  # minor units, or percent for percent_off
+    min_spend: int
+    valid_until: date  # the last local day it can be used
+    source: str
+    reward_name: Localized | None  # for coupons from the rewards mall
+
+    @property
+    def origin(self) -> str:
+        """The source without its detail: 'reward', 'welcome', 'birthday_free_item', ..."""
+        return self.source.split(":", 1)[0]
+
+
+def coupon_view(shop: Shop, coupon: Coupon) -> CouponView:
+    reward_name = None
+    if coupon.source.startswith(REWARD_SOURCE):
+        key = coupon.source.removeprefix(REWARD_SOURCE)
+        reward = next((r for r in shop.program.rewards if r.key == key), None)
+        reward_name = reward.name if reward is not None else None
+    return CouponView(
+        id=coupon.id,
+        code=coupon.code,
+        grouped_code=format_coupon_code(coupon.code),
+        kind=coupon.kind,
+        value=coupon.value,
+        min_spend=coupon.min_spend,
+        valid_until=shop.local_date(coupon.valid_until),
+        source=coupon.source,
+        reward_name=reward_name,
+    )
+
+
+async def member_coupons(session: AsyncSession, shop: Shop, member_id: int) -> list[CouponView]:
+    """The member's usable coupons now, the soonest to expire first."""
+    async with read_transaction(session):
+        found = await usable_coupons(session, member_id, at=shop.now())
+    return [coupon_view(shop, coupon) for coupon in found]
+
+
+async def member_coupon(
+    session: AsyncSession, shop: Shop, member_id: int, coupon_id: int
+) -> CouponView:
+    """One of the member's own coupons, to show at the till. Raises CouponNotFound when the
+    id is not the member's (nothing of another member's coupon is revealed) and
+    CouponUnavailable when it is used, void or out of its validity."""
+    async with read_transaction(session):
+        coupon = await session.scalar(
+            select(Coupon)
+            .where(Coupon.id == coupon_id, Coupon.member_id == member_id)
+            .execution_options(populate_existing=True)
+        )
+    if coupon is None:
+        raise CouponNotFound(coupon_id=coupon_id)
+    now = shop.now()
+    if coupon.status != ACTIVE:
+        raise CouponUnavailable(state=coupon.status)
+    if now > coupon.valid_until:
+        raise CouponUnavailable(state=EXPIRED)
+    if now < coupon.valid_from:
+        raise CouponUnavailable(state="not_yet")
+    return coupon_view(shop, coupon)

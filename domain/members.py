@@ -172,6 +172,8 @@ async def share_phone(
 
 @dataclass(frozen=True)
 class MemberCard:
+    frozen_reason: str | None
+    frozen: bool
     name: str
     code: str
     balance: int
@@ -185,6 +187,8 @@ async def member_card(session: AsyncSession, shop: Shop, member: Member) -> Memb
     async with read_transaction(session):
         growth = await growth_total(session, shop, member.id)
     return MemberCard(
+        frozen=member.status == FROZEN,
+        frozen_reason=member.frozen_reason,
         name=member.display_name,
         code=member.code,
         balance=member.points_balance,
@@ -198,3 +202,28 @@ async def remember_card_file(session: AsyncSession, member: Member, file_id: str
     """The card image is uploaded once; later cards reuse Telegram's file_id."""
     async with write_transaction(session):
         member.card_file_id = file_id
+
+
+async def freeze(session: AsyncSession, shop: Shop, code_or_phone: str, reason: str) -> Member:
+    """Staff freeze a suspicious member: the till refuses them, the mall will not redeem."""
+    async with write_transaction(session):
+        member = await find_member(session, shop, code_or_phone)
+        member.status = FROZEN
+        member.frozen_reason = reason.strip()[:255] or None
+    return member
+
+
+async def unfreeze(session: AsyncSession, shop: Shop, code_or_phone: str) -> Member:
+    async with write_transaction(session):
+        member = await find_member(session, shop, code_or_phone)
+        member.status = ACTIVE
+        member.frozen_reason = None
+    return member
+
+
+async def set_reachable(session: AsyncSession, member: Member, reachable: bool) -> None:
+    """A member who blocked the bot gets nothing until they write again."""
+    if member.reachable == reachable:
+        return
+    async with write_transaction(session):
+        member.reachable = reachable

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from weakref import WeakKeyDictionary
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 # Read by the engine's "begin" hook: on SQLite such a transaction starts with BEGIN IMMEDIATE,
 # taking the write lock up front instead of failing to upgrade a read lock under load.
 WRITE_OPTIONS = {"companion_write": True}
+
+
+# Engines whose writers queue in-process before BEGIN (SQLite: one writer at a time anyway;
+# queueing here is first-come first-served instead of SQLite's sleeping busy handler, which
+# left the lock idle while waiters slept and made tail latency explode under load).
+_WRITE_GATES: WeakKeyDictionary[Engine, asyncio.Lock] = WeakKeyDictionary()
+
+
+def queue_writers(engine: AsyncEngine) -> None:
+    """Make write transactions on ``engine`` wait their turn in this process."""
+    _WRITE_GATES[engine.sync_engine] = asyncio.Lock()
+
+
+def _gate(session: AsyncSession) -> AbstractAsyncContextManager[object]:
+    bind = session.bind
+    engine = bind.engine if bind is not None else None
+    gate = _WRITE_GATES.get(engine) if engine is not None else None
+    return gate if gate is not None else nullcontext()
 
 
 @asynccontextmanager
@@ -19,13 +40,14 @@ async def write_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession
         # A read the caller made before (e.g. loading the member) is finished first, so the
         # write lock is taken at BEGIN. Nothing is pending: reads only.
         await session.commit()
-    await session.connection(execution_options=WRITE_OPTIONS)
-    try:
-        yield session
-        await session.commit()
-    except BaseException:
-        await session.rollback()
-        raise
+    async with _gate(session):
+        await session.connection(execution_options=WRITE_OPTIONS)
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
 
 
 @asynccontextmanager

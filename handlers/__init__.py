@@ -7,6 +7,7 @@ from aiogram import Router
 from handlers import (
     benefits,
     card,
+    chat_member,
     checkin,
     contact,
     coupons,
@@ -29,6 +30,7 @@ def build_router() -> Router:
     root.include_routers(
         errors.build_router(),
         group.build_router(),
+        chat_member.build_router(),
         start.build_router(),
         staff.build_router(),
         card.build_router(),

@@ -1,4 +1,5 @@
-"""Staff at the counter: /sale and /refund through the same use cases as the till API."""
+"""Staff at the counter: /sale and /refund through the same use cases as the till API;
+/freeze and /unfreeze for a suspicious member."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.settings import Settings
 from bot.texts import Texts
-from domain import orders
+from domain import members, orders
 from domain.errors import InvalidInput
 from domain.money import MoneyFormatError, parse_money
 from domain.shop import Shop
@@ -77,6 +78,34 @@ async def refund(
     )
 
 
+async def freeze(
+    message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
+    lang: str,
+) -> None:
+    parts = (command.args or "").split(maxsplit=1)
+    if len(parts) != 2:
+        await message.answer(texts.render(lang, "staff/freeze_usage"))
+        return
+    member = await members.freeze(session, shop, parts[0], parts[1])
+    await message.answer(
+        texts.render(lang, "staff/frozen", frozen=True, code=member.code, reason=member.frozen_reason)
+    )
+
+
+async def unfreeze(
+    message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
+    lang: str,
+) -> None:
+    parts = (command.args or "").split()
+    if len(parts) != 1:
+        await message.answer(texts.render(lang, "staff/freeze_usage"))
+        return
+    member = await members.unfreeze(session, shop, parts[0])
+    await message.answer(
+        texts.render(lang, "staff/frozen", frozen=False, code=member.code, reason=None)
+    )
+
+
 async def not_staff(message: Message, texts: Texts, lang: str) -> None:
     await message.answer(texts.render(lang, "staff/only"))
 
@@ -85,5 +114,7 @@ def build_router() -> Router:
     router = Router(name=__name__)
     router.message.register(sale, Command("sale"), IsStaff())
     router.message.register(refund, Command("refund"), IsStaff())
-    router.message.register(not_staff, Command("sale", "refund"))
+    router.message.register(freeze, Command("freeze"), IsStaff())
+    router.message.register(unfreeze, Command("unfreeze"), IsStaff())
+    router.message.register(not_staff, Command("sale", "refund", "freeze", "unfreeze"))
     return router

@@ -25,6 +25,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="migrate, then run everything (the default)")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
+    jobs = commands.add_parser("jobs", help="list the scheduled jobs, or run one now")
+    job_commands = jobs.add_subparsers(dest="jobs_command", metavar="JOBS_COMMAND", required=True)
+    job_commands.add_parser("list", help="the jobs, when they run, when they last ran")
+    run_one = job_commands.add_parser("run", help="run one job now")
+    run_one.add_argument("name", help="a job name from `jobs list`")
+    run_one.add_argument(
+        "--dry-run", action="store_true",
+        help="print how many members it would reach and sample messages; change nothing",
+    )
+    run_one.add_argument("--date", help="the local date to run it for (YYYY-MM-DD); default today")
     return parser
 
 
@@ -42,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
             migrate(settings.database_url)
             print("database is up to date")
             return 0
-        settings.require_bot_token()
         program = load_program(settings.program_file)
+        if args.command == "jobs":
+            from bot.jobs_cli import jobs_command
+
+            migrate(settings.database_url)
+            return asyncio.run(jobs_command(settings, program, args))
+        settings.require_bot_token()
     except (SettingsError, ProgramError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.db import create_engine, create_session_factory
 from bot.http import EmbeddedServer, create_http_app
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
+from bot.scheduler import catch_up, schedule_jobs
 from bot.sender import OutboxSender
 from bot.settings import TEMPLATES_DIR, Settings
 from bot.texts import LANGUAGES, Texts, load_texts
@@ -94,6 +95,7 @@ def create_app(
     dispatcher.include_router(build_router())
     dispatcher.startup.register(_on_startup)
     scheduler = AsyncIOScheduler(timezone=settings.tz)
+    schedule_jobs(scheduler, session_factory, shop, outbox_signal)
     http = create_http_app(
         engine, session_factory=session_factory, shop=shop,
         pos_token=settings.pos_api_token.get_secret_value() if settings.pos_api_token else None,
@@ -133,6 +135,9 @@ async def run(app: App) -> None:
         )
     )
     app.scheduler.start()
+    catching_up = asyncio.create_task(
+        catch_up(app.session_factory, app.shop, app.sender.signal), name="catch-up"
+    )
     polling = asyncio.create_task(
         app.dispatcher.start_polling(
             app.bot, handle_signals=False, close_bot_session=False, handle_as_tasks=True
@@ -154,6 +159,8 @@ async def run(app: App) -> None:
     server.should_exit = True
     await asyncio.gather(serving, return_exceptions=True)
     app.scheduler.shutdown(wait=False)
+    catching_up.cancel()
+    await asyncio.gather(catching_up, return_exceptions=True)
     app.sender.signal.wake()
     await asyncio.gather(sending, return_exceptions=True)
     stop.cancel()

@@ -29,6 +29,11 @@ MAX_ATTEMPTS = 5
 BATCH = 50
 
 
+def render_push(texts: Texts, shop: Shop, member: Member, kind: str, payload: dict[str, object]) -> str:
+    """A push's text in the member's language, from templates/<lang>/pushes/<kind>.html."""
+    return texts.render(member.language, f"pushes/{kind}", p=payload, member=member, program=shop.program)
+
+
 @dataclass
 class OutboxSender:
     session_factory: async_sessionmaker[AsyncSession]
@@ -69,10 +74,7 @@ class OutboxSender:
         if member.telegram_id is None:
             await self._finish(session, push, "failed", "member has no chat")
             return
-        text = self.texts.render(
-            member.language, f"pushes/{push.kind}", p=json.loads(push.payload),
-            member=member, program=self.shop.program,
-        )
+        text = render_push(self.texts, self.shop, member, push.kind, json.loads(push.payload))
         while True:
             try:
                 await self.bot.send_message(member.telegram_id, text)

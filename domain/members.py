@@ -108,6 +108,8 @@ async def register(
                 status=ACTIVE,
                 marketing_opt_in=True,
                 created_at=now,
+                stage="new",
+                stage_since=shop.today(),
             )
             session.add(member)
             await session.flush()

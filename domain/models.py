@@ -86,12 +86,20 @@ class Member(Base):
     birthday_set_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # False after the member blocked the bot; true again when they write.
     reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Lifecycle stage (new | active | dormant | churned) and the local day it was entered:
+    # an offer goes out once per spell, keyed by that day.
+    stage: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    stage_since: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     first_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (CheckConstraint("points_debt >= 0", name="debt_not_negative"),)
+    __table_args__ = (
+        CheckConstraint("points_debt >= 0", name="debt_not_negative"),
+        Index("ix_members_birthday", "birthday_month", "birthday_day"),
+        Index("ix_members_created_at", "created_at"),
+    )
 
     @property
     def display_name(self) -> str:
@@ -194,6 +202,8 @@ class Coupon(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     used_order_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_coupons_status_valid_until", "status", "valid_until"),)
 
 
 class Order(Base):
@@ -323,3 +333,16 @@ class ExitSurvey(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     reason: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JobRun(Base):
+    """The last occasion each scheduled job ran for, so a job missed while the bot was down
+    runs once when it comes back, and a second run for the same occasion does nothing new."""
+
+    __tablename__ = "job_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    occasion: Mapped[str] = mapped_column(String(32))  # e.g. 2026-03-10, 2026-03, 2027
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[str] = mapped_column(Text, default="")

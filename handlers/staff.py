@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.settings import Settings
 from bot.texts import Texts
-from domain import members, orders
+from domain import lifecycle, members, orders
 from domain.errors import InvalidInput
 from domain.money import MoneyFormatError, parse_money
 from domain.shop import Shop
+from domain.transaction import read_transaction
 from handlers.outbox_signal import OutboxSignal
 
 
@@ -106,6 +107,25 @@ async def unfreeze(
     )
 
 
+async def callbacks(message: Message, session: AsyncSession, shop: Shop, texts: Texts, lang: str) -> None:
+    """High-value churned members for the staff to call."""
+    async with read_transaction(session):
+        found = await lifecycle.callback_list(session, shop)
+    rows = [
+        {
+            "display_name": m.display_name, "tier": m.tier, "phone": m.phone, "code": m.code,
+            "last_purchase_day": shop.local_date(m.last_purchase_at) if m.last_purchase_at else None,
+        }
+        for m in found
+    ]
+    await message.answer(
+        texts.render(
+            lang, "staff/callbacks", members=rows, program=shop.program,
+            days=shop.program.lifecycle.churned_days,
+        )
+    )
+
+
 async def not_staff(message: Message, texts: Texts, lang: str) -> None:
     await message.answer(texts.render(lang, "staff/only"))
 
@@ -116,5 +136,8 @@ def build_router() -> Router:
     router.message.register(refund, Command("refund"), IsStaff())
     router.message.register(freeze, Command("freeze"), IsStaff())
     router.message.register(unfreeze, Command("unfreeze"), IsStaff())
-    router.message.register(not_staff, Command("sale", "refund", "freeze", "unfreeze"))
+    router.message.register(callbacks, Command("callbacks"), IsStaff())
+    router.message.register(
+        not_staff, Command("sale", "refund", "freeze", "unfreeze", "callbacks")
+    )
     return router

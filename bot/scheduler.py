@@ -1,0 +1,129 @@
+"""The scheduler: the job catalogue on APScheduler 3 (AsyncIOScheduler, the shop's time zone).
+
+Each job runs at most once per occasion (its day, month or year), remembered in job_runs. At
+start-up, a job whose latest occasion passed while the bot was down runs once (coalesced), so
+nothing is missed and nothing is doubled; in-process misfires are coalesced with a grace time.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+from datetime import date, datetime, time, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.jobs import Job, JobReport, last_occasion, record_run
+from domain.schedule import JOBS, MEMBER_DAY
+from domain.shop import Shop
+from handlers.outbox_signal import OutboxSignal
+
+log = logging.getLogger(__name__)
+MISFIRE_GRACE_SECONDS = 6 * 3600
+
+
+def job_day(job: Job, shop: Shop) -> int:
+    return (shop.program.points.member_day or 18) if job.day == MEMBER_DAY else job.day
+
+
+def trigger_for(job: Job, shop: Shop) -> CronTrigger:
+    if job.every == "day":
+        return CronTrigger(hour=job.hour, minute=job.minute, timezone=shop.tz)
+    if job.every == "month":
+        return CronTrigger(day=job_day(job, shop), hour=job.hour, minute=job.minute, timezone=shop.tz)
+    return CronTrigger(month=1, day=job.day, hour=job.hour, minute=job.minute, timezone=shop.tz)
+
+
+def _clamped(year: int, month: int, day: int) -> date:
+    return date(year, month, min(day, calendar.monthrange(year, month)[1]))
+
+
+def latest_due(job: Job, shop: Shop, now: datetime) -> date | None:
+    """The local date of the job's most recent scheduled run at or before ``now``."""
+    local = now.astimezone(shop.tz)
+    at = time(job.hour, job.minute)
+    today = local.date()
+    if job.every == "day":
+        return today if local.time() >= at else today - timedelta(days=1)
+    if job.every == "month":
+        day = job_day(job, shop)
+        this_month = _clamped(today.year, today.month, day)
+        if (today, local.time()) >= (this_month, at):
+            return this_month
+        previous = today.replace(day=1) - timedelta(days=1)
+        return _clamped(previous.year, previous.month, day)
+    this_year = date(today.year, 1, job.day)
+    return this_year if (today, local.time()) >= (this_year, at) else date(today.year - 1, 1, job.day)
+
+
+async def run_scheduled(
+    name: str,
+    session_factory: async_sessionmaker[AsyncSession],
+    shop: Shop,
+    outbox_signal: OutboxSignal,
+    today: date | None = None,
+) -> JobReport | None:
+    """Run job ``name`` for its occasion unless that occasion already ran (a plain function:
+    what APScheduler calls, and what start-up catch-up calls)."""
+    job = JOBS[name]
+    day = today or shop.today()
+    occasion = job.occasion(day)
+    async with session_factory() as session:
+        if await last_occasion(session, name) == occasion:
+            return None
+        await record_run(session, shop, job, occasion, finished=None)
+    assert job.run is not None
+    report = await job.run(session_factory, shop, day, False)
+    async with session_factory() as session:
+        await record_run(session, shop, job, occasion, finished=report)
+    log.info("%s", report.summary())
+    if report.written:
+        outbox_signal.wake()
+    return report
+
+
+async def catch_up(
+    session_factory: async_sessionmaker[AsyncSession], shop: Shop, outbox_signal: OutboxSignal
+) -> list[str]:
+    """Run once each job whose latest occasion passed without a run while the bot was down.
+    A job never run before starts from now: monthly and yearly jobs wait for their next date
+    (a fresh install does not send a year's review on its first day)."""
+    ran = []
+    for job in JOBS.values():
+        due = latest_due(job, shop, shop.now())
+        if due is None:
+            continue
+        async with session_factory() as session:
+            previous = await last_occasion(session, job.name)
+            if previous is None and job.every != "day":
+                occasion = job.occasion(due)
+                await record_run(session, shop, job, occasion, finished=None)
+                baseline = JobReport(job.name, occasion, dry_run=False)
+                await record_run(session, shop, job, occasion, finished=baseline)
+                continue
+        if previous != job.occasion(due):
+            await run_scheduled(job.name, session_factory, shop, outbox_signal, today=due)
+            ran.append(job.name)
+    return ran
+
+
+def schedule_jobs(
+    scheduler: AsyncIOScheduler,
+    session_factory: async_sessionmaker[AsyncSession],
+    shop: Shop,
+    outbox_signal: OutboxSignal,
+) -> None:
+    for job in JOBS.values():
+        scheduler.add_job(
+            run_scheduled,
+            trigger_for(job, shop),
+            args=[job.name, session_factory, shop, outbox_signal],
+            id=job.name,
+            name=job.description,
+            misfire_grace_time=MISFIRE_GRACE_SECONDS,
+            coalesce=True,
+            max_instances=1,
+            replace_existing=True,
+        )

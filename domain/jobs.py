@@ -1,0 +1,175 @@
+"""Scheduled jobs as plain functions, and how they run: in batches, once per occasion.
+
+Most jobs decide pushes (often with a coupon each): such a job is a *plan* that yields batches
+of ``PlannedPush`` from set-based queries, and ``apply_plan`` writes each batch (coupons and
+outbox rows) in one transaction, skipping keys already written, so running a job twice, or
+two overlapping runs, creates nothing new. A dry run walks the same plan and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.coupons import issue_coupon
+from domain.idempotency import with_retry_on_race
+from domain.models import JobRun, Push
+from domain.money import format_money
+from domain.shop import Shop
+from domain.transaction import write_transaction
+
+BATCH = 2000
+QUIET_START = time(21, 0)
+QUIET_END = time(9, 0)
+
+
+@dataclass(frozen=True)
+class PlannedPush:
+    member_id: int
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    marketing: bool = False
+    coupon_template: str | None = None  # a coupon from the program's templates, granted with it
+
+
+@dataclass
+class JobReport:
+    name: str
+    occasion: str
+    dry_run: bool
+    members: int = 0  # members reached (pushes planned or written)
+    written: int = 0  # pushes written now (0 in a dry run)
+    changed: int = 0  # other rows changed (stages, expired lots, coupons, tiers)
+    samples: list[PlannedPush] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verb = "would reach" if self.dry_run else "reached"
+        return (
+            f"{self.name} [{self.occasion}]: {verb} {self.members} member(s); "
+            f"{self.written} push(es) written; {self.changed} other change(s)"
+        )
+
+
+Plan = Callable[[AsyncSession, Shop, date], AsyncIterator[list[PlannedPush]]]
+Runner = Callable[
+    [async_sessionmaker[AsyncSession], Shop, date, bool], Awaitable[JobReport]
+]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    description: str
+    every: Literal["day", "month", "year"]
+    hour: int = 9
+    minute: int = 0
+    day: int = 1  # day of month (monthly) or of January (yearly)
+    run: Runner | None = None
+
+    def occasion(self, today: date) -> str:
+        if self.every == "day":
+            return today.isoformat()
+        if self.every == "month":
+            return today.strftime("%Y-%m")
+        return str(today.year)
+
+
+def next_morning(shop: Shop, instant: datetime) -> datetime:
+    """The instant itself, or the end of quiet hours (09:00 local) when it falls inside them."""
+    local = instant.astimezone(shop.tz)
+    if QUIET_END <= local.time() < QUIET_START:
+        return instant
+    day = local.date() if local.time() < QUIET_END else local.date() + timedelta(days=1)
+    return datetime.combine(day, QUIET_END, tzinfo=shop.tz)
+
+
+async def apply_plan(
+    session_factory: async_sessionmaker[AsyncSession],
+    shop: Shop,
+    today: date,
+    plan: Plan,
+    report: JobReport,
+    *,
+    samples: int = 3,
+) -> JobReport:
+    """Walk ``plan``; unless dry, write each batch's coupons and pushes in one transaction."""
+    async with session_factory() as reader, session_factory() as writer:
+        async for batch in plan(reader, shop, today):
+            if not batch:
+                continue
+            report.members += len(batch)
+            if len(report.samples) < samples:
+                report.samples.extend(batch[: samples - len(report.samples)])
+            if not report.dry_run:
+                report.written += await _write_batch(writer, shop, batch)
+    return report
+
+
+async def _write_batch(session: AsyncSession, shop: Shop, batch: list[PlannedPush]) -> int:
+    async def attempt() -> int:
+        async with write_transaction(session):
+            keys = [p.key for p in batch]
+            existing = set(
+                (await session.scalars(select(Push.key).where(Push.key.in_(keys)))).all()
+            )
+            now = shop.now()
+            written = 0
+            for planned in batch:
+                if planned.key in existing:
+                    continue
+                payload = dict(planned.payload)
+                if planned.coupon_template:
+                    template = shop.program.coupon_template(planned.coupon_template)
+                    if template is not None:
+                        coupon = await issue_coupon(
+                            session, shop, planned.member_id, source=planned.coupon_template,
+                            kind=template.kind, value=template.value,
+                            min_spend=template.min_spend, valid_days=template.valid_days,
+                        )
+                        payload["coupon"] = {
+                            "code": coupon.code, "kind": coupon.kind,
+                            "value": format_money(coupon.value) if coupon.kind != "percent_off"
+                            else str(coupon.value),
+                            "min_spend": format_money(coupon.min_spend),
+                            "valid_until": shop.local_date(coupon.valid_until).isoformat(),
+                        }
+                session.add(
+                    Push(
+                        key=planned.key, member_id=planned.member_id, kind=planned.kind,
+                        payload=json.dumps(payload, ensure_ascii=False, sort_keys=True),
+                        marketing=planned.marketing, status="pending", attempts=0,
+                        not_before=next_morning(shop, now), created_at=now,
+                    )
+                )
+                written += 1
+            return written
+
+    return await with_retry_on_race(session, attempt)
+
+
+async def record_run(
+    session: AsyncSession, shop: Shop, job: Job, occasion: str, *, finished: JobReport | None
+) -> None:
+    """Remember that ``job`` ran (or started) for ``occasion``."""
+    async with write_transaction(session):
+        row = await session.get(JobRun, job.name, with_for_update=True)
+        if row is None:
+            row = JobRun(name=job.name, occasion=occasion, started_at=shop.now(), result="")
+            session.add(row)
+        if finished is None:
+            row.occasion, row.started_at, row.finished_at = occasion, shop.now(), None
+        else:
+            row.finished_at = shop.now()
+            row.result = finished.summary()
+
+
+async def last_occasion(session: AsyncSession, name: str) -> str | None:
+    row = await session.get(JobRun, name)
+    return row.occasion if row is not None and row.finished_at is not None else None

@@ -1,0 +1,152 @@
+"""Lifecycle stages (new, active, dormant, churned) and the offers that go with entering them.
+
+A member's stage follows from the days since their last purchase (or since sign-up when they
+never bought): under ``dormant_days`` → active (or new, when they never bought); from
+``dormant_days`` → dormant; from ``churned_days`` → churned. Entering a stage records the day,
+so an offer goes out once per spell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.jobs import BATCH, JobReport, PlannedPush, apply_plan
+from domain.models import Member
+from domain.shop import Shop
+from domain.transaction import write_transaction
+
+NEW, ACTIVE, DORMANT, CHURNED = "new", "active", "dormant", "churned"
+
+
+def _start_of(day: date, shop: Shop) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=shop.tz)
+
+
+def _days_since_at_least(shop: Shop, today: date, days: int) -> datetime:
+    """A reference instant lies ``days`` or more local days before ``today`` iff it is before
+    the returned instant."""
+    return _start_of(today - timedelta(days=days - 1), shop)
+
+
+def stage_expression(shop: Shop, today: date):  # type: ignore[no-untyped-def]
+    rules = shop.program.lifecycle
+    reference = func.coalesce(Member.last_purchase_at, Member.created_at)
+    return case(
+        (reference < _days_since_at_least(shop, today, rules.churned_days), CHURNED),
+        (reference < _days_since_at_least(shop, today, rules.dormant_days), DORMANT),
+        (Member.last_purchase_at.is_not(None), ACTIVE),
+        else_=NEW,
+    )
+
+
+async def evaluate_stages(session: AsyncSession, shop: Shop, today: date, *, dry_run: bool) -> int:
+    """Move every member whose stage changed into the new one, dated today: one statement
+    over the whole table. Returns how many changed (or would change)."""
+    stage = stage_expression(shop, today)
+    changed = and_(Member.status != "deleted", Member.stage != stage)
+    if dry_run:
+        return int(await session.scalar(select(func.count(Member.id)).where(changed)) or 0)
+    async with write_transaction(session):
+        result = await session.execute(
+            update(Member).where(changed).values(stage=stage, stage_since=today)
+            .execution_options(synchronize_session=False)
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def _batches(session: AsyncSession, query, build) -> AsyncIterator[list[PlannedPush]]:  # type: ignore[no-untyped-def]
+    """Keyset pagination over member ids: bounded memory whatever the table's size."""
+    last_id = 0
+    while True:
+        rows = (
+            await session.execute(query.where(Member.id > last_id).order_by(Member.id).limit(BATCH))
+        ).all()
+        await session.commit()  # end the read between batches
+        if not rows:
+            return
+        last_id = rows[-1][0]
+        yield [build(row) for row in rows]
+
+
+def _columns():  # type: ignore[no-untyped-def]
+    return select(Member.id, Member.first_name, Member.tier, Member.stage, Member.stage_since)
+
+
+def _payload(row, shop: Shop, today: date) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {"name": row.first_name or "", "tier": row.tier, "stage": row.stage}
+
+
+async def first_order_nudges(
+    session: AsyncSession, shop: Shop, today: date
+) -> AsyncIterator[list[PlannedPush]]:
+    """Members who joined ``first_order_nudge_day`` days ago and have not bought yet."""
+    joined = today - timedelta(days=shop.program.lifecycle.first_order_nudge_day)
+    query = _columns().where(
+        Member.status == "active",
+        Member.first_purchase_at.is_(None),
+        Member.created_at >= _start_of(joined, shop),
+        Member.created_at < _start_of(joined + timedelta(days=1), shop),
+    )
+    async for batch in _batches(
+        session, query,
+        lambda row: PlannedPush(row.id, "first_order_nudge", f"first_order_nudge:{row.id}",
+                                _payload(row, shop, today)),
+    ):
+        yield batch
+
+
+def _stage_offer(stage: str, kind: str, template: str):  # type: ignore[no-untyped-def]
+    async def plan(session: AsyncSession, shop: Shop, today: date) -> AsyncIterator[list[PlannedPush]]:
+        # Members entering the stage today: after evaluate_stages that is stage_since == today;
+        # in a dry run (no evaluation written) it is those the evaluation would move.
+        entering = or_(Member.stage != stage, Member.stage_since == today)
+        query = _columns().where(
+            Member.status == "active", stage_expression(shop, today) == stage, entering
+        )
+        async for batch in _batches(
+            session, query,
+            lambda row: PlannedPush(
+                row.id, kind, f"{kind}:{row.id}:{today.isoformat()}",
+                _payload(row, shop, today), marketing=True, coupon_template=template,
+            ),
+        ):
+            yield batch
+
+    return plan
+
+
+dormant_wakeups = _stage_offer(DORMANT, "dormant_wakeup", "dormant_wakeup")
+churned_winbacks = _stage_offer(CHURNED, "churned_winback", "churned_winback")
+
+
+async def run_lifecycle(
+    session_factory: async_sessionmaker[AsyncSession], shop: Shop, today: date, dry_run: bool
+) -> JobReport:
+    """Daily: stages, then the offers of the day (first-order nudge, wake-up, win-back)."""
+    report = JobReport("lifecycle", today.isoformat(), dry_run)
+    async with session_factory() as session:
+        report.changed = await evaluate_stages(session, shop, today, dry_run=dry_run)
+    for plan in (first_order_nudges, dormant_wakeups, churned_winbacks):
+        await apply_plan(session_factory, shop, today, plan, report)
+    return report
+
+
+async def callback_list(session: AsyncSession, shop: Shop, *, limit: int = 50) -> list[Member]:
+    """High-value churned members for the staff to call: churned, at or above the program's
+    call-back tier, longest gone first."""
+    rules = shop.program.lifecycle
+    tiers = [t.key for t in shop.program.tiers[shop.program.tier_index(rules.callback_min_tier):]]
+    return list(
+        (
+            await session.scalars(
+                select(Member)
+                .where(Member.status == "active", Member.stage == CHURNED, Member.tier.in_(tiers))
+                .order_by(Member.last_purchase_at, Member.id)
+                .limit(limit)
+            )
+        ).all()
+    )

@@ -162,13 +162,18 @@ async def month_calendar(
     session: AsyncSession, shop: Shop, member_id: int, year: int, month: int
 ) -> MonthCalendar:
     """The local days of ``year``-``month`` the member checked in on."""
+    return await _calendar(session, member_id, shop.today(), year, month)
+
+
+async def _calendar(
+    session: AsyncSession, member_id: int, today: date, year: int, month: int
+) -> MonthCalendar:
     first, last = _month_bounds(year, month)
     days = await session.scalars(
         select(CheckIn.day).where(
             CheckIn.member_id == member_id, CheckIn.day >= first, CheckIn.day <= last
         )
     )
-    today = shop.today()
     return MonthCalendar(
         year, month, frozenset(days), today if (today.year, today.month) == (year, month) else None
     )
@@ -185,9 +190,12 @@ async def checkins_in_month(session: AsyncSession, member_id: int, year: int, mo
     return int(count or 0)
 
 
-async def checkin_status(session: AsyncSession, shop: Shop, member_id: int) -> CheckInStatus:
-    """Today's standing: checked in or not, the running streak, the next bonus, this month."""
-    today = shop.today()
+async def checkin_status(
+    session: AsyncSession, shop: Shop, member_id: int, *, today: date | None = None
+) -> CheckInStatus:
+    """Today's standing: checked in or not, the running streak, the next bonus, this month.
+    ``today`` is the local day (the shop's today by default)."""
+    today = today or shop.today()
     rows = (
         await session.execute(
             select(CheckIn.day, CheckIn.streak)
@@ -208,7 +216,7 @@ async def checkin_status(session: AsyncSession, shop: Shop, member_id: int) -> C
         checked_in_today=checked_in_today,
         streak=streak,
         next_bonus=next_bonus(shop.program, streak),
-        calendar=await month_calendar(session, shop, member_id, today.year, today.month),
+        calendar=await _calendar(session, member_id, today, today.year, today.month),
     )
 
 
@@ -224,9 +232,9 @@ async def check_in(session: AsyncSession, shop: Shop, member_id: int) -> CheckIn
             # write lock taken at BEGIN does.
             member = (
                 await session.execute(
-                    select(Member.status, Member.frozen_reason, Member.tier)
+                    select(Member.status, Member.frozen_reason)
                     .where(Member.id == member_id)
-                    .with_for_update()
+                    .with_for_update(key_share=True)
                 )
             ).one_or_none()
             if member is None or member.status == DELETED:
@@ -244,7 +252,7 @@ async def check_in(session: AsyncSession, shop: Shop, member_id: int) -> CheckIn
             if done is not None:
                 raise AlreadyCheckedIn(
                     day=day, streak=int(done.streak), points=int(done.points),
-                    status=await checkin_status(session, shop, member_id),
+                    status=await checkin_status(session, shop, member_id, today=day),
                 )
             return await _credit(session, shop, member_id, day)
 
@@ -304,7 +312,7 @@ async def _credit(session: AsyncSession, shop: Shop, member_id: int, day: date) 
         day=day, streak=streak, base_points=base, week_bonus=week_bonus,
         challenge_bonus=challenge_bonus, badge=completes_challenge, growth=growth,
         balance=balance, tier_before=tier.before, tier_after=tier.after,
-        status=await checkin_status(session, shop, member_id),
+        status=await checkin_status(session, shop, member_id, today=day),
     )
 
 

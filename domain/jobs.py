@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.coupons import issue_coupon
+from domain.coupons import COUPON_DATA_LENGTH, last_valid_instant
+from domain.member_code import new_code
 from domain.idempotency import with_retry_on_race
-from domain.models import JobRun, Push
+from domain.models import Coupon, JobRun, Push
 from domain.money import format_money
 from domain.shop import Shop
 from domain.transaction import write_transaction
@@ -112,44 +113,71 @@ async def apply_plan(
     return report
 
 
+async def new_coupon_codes(session: AsyncSession, count: int) -> list[str]:
+    """``count`` fresh coupon codes, checked against the table in one query."""
+    codes: set[str] = set()
+    while len(codes) < count:
+        wanted = {new_code(COUPON_DATA_LENGTH) for _ in range(count - len(codes))}
+        taken = set(
+            (await session.scalars(select(Coupon.code).where(Coupon.code.in_(wanted)))).all()
+        )
+        codes |= wanted - taken
+    return list(codes)
+
+
 async def _write_batch(session: AsyncSession, shop: Shop, batch: list[PlannedPush]) -> int:
+    """One transaction: the batch's new coupons and outbox rows, a few statements in all."""
+
     async def attempt() -> int:
         async with write_transaction(session):
             keys = [p.key for p in batch]
             existing = set(
                 (await session.scalars(select(Push.key).where(Push.key.in_(keys)))).all()
             )
+            fresh = [p for p in batch if p.key not in existing]
+            if not fresh:
+                return 0
             now = shop.now()
-            written = 0
-            for planned in batch:
-                if planned.key in existing:
-                    continue
+            coupons, pushes = [], []
+            codes = await new_coupon_codes(session, sum(1 for p in fresh if p.coupon_template))
+            for planned in fresh:
                 payload = dict(planned.payload)
-                if planned.coupon_template:
-                    template = shop.program.coupon_template(planned.coupon_template)
-                    if template is not None:
-                        coupon = await issue_coupon(
-                            session, shop, planned.member_id, source=planned.coupon_template,
-                            kind=template.kind, value=template.value,
-                            min_spend=template.min_spend, valid_days=template.valid_days,
-                        )
-                        payload["coupon"] = {
-                            "code": coupon.code, "kind": coupon.kind,
-                            "value": format_money(coupon.value) if coupon.kind != "percent_off"
-                            else str(coupon.value),
-                            "min_spend": format_money(coupon.min_spend),
-                            "valid_until": shop.local_date(coupon.valid_until).isoformat(),
-                        }
-                session.add(
-                    Push(
-                        key=planned.key, member_id=planned.member_id, kind=planned.kind,
-                        payload=json.dumps(payload, ensure_ascii=False, sort_keys=True),
-                        marketing=planned.marketing, status="pending", attempts=0,
-                        not_before=next_morning(shop, now), created_at=now,
-                    )
+                template = (
+                    shop.program.coupon_template(planned.coupon_template)
+                    if planned.coupon_template else None
                 )
-                written += 1
-            return written
+                if template is not None:
+                    code = codes.pop()
+                    until = last_valid_instant(shop, now, template.valid_days)
+                    coupons.append(
+                        {
+                            "code": code, "member_id": planned.member_id,
+                            "source": planned.coupon_template, "kind": template.kind,
+                            "value": template.value, "min_spend": template.min_spend,
+                            "valid_from": now, "valid_until": until, "status": "active",
+                            "created_at": now,
+                        }
+                    )
+                    payload["coupon"] = {
+                        "code": code, "kind": template.kind,
+                        "value": str(template.value) if template.kind == "percent_off"
+                        else format_money(template.value),
+                        "min_spend": format_money(template.min_spend),
+                        "valid_until": shop.local_date(until).isoformat(),
+                    }
+                pushes.append(
+                    {
+                        "key": planned.key, "member_id": planned.member_id,
+                        "kind": planned.kind,
+                        "payload": json.dumps(payload, ensure_ascii=False, sort_keys=True),
+                        "marketing": planned.marketing, "status": "pending", "attempts": 0,
+                        "not_before": next_morning(shop, now), "created_at": now,
+                    }
+                )
+            if coupons:
+                await session.execute(insert(Coupon), coupons)
+            await session.execute(insert(Push), pushes)
+            return len(pushes)
 
     return await with_retry_on_race(session, attempt)
 

@@ -10,10 +10,11 @@ Functions here never commit: they run inside the caller's write transaction.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import InsufficientPoints, MemberNotFound
@@ -43,7 +44,10 @@ async def _lock_member(session: AsyncSession, member_id: int) -> tuple[int, int]
         await session.execute(
             select(Member.points_balance, Member.points_debt)
             .where(Member.id == member_id)
-            .with_for_update()
+            # FOR NO KEY UPDATE on PostgreSQL: it does not conflict with the key-share locks that
+            # inserting an order or event referencing the member takes, so concurrent credits to
+            # one member queue instead of deadlocking.
+            .with_for_update(key_share=True)
         )
     ).one_or_none()
     if row is None:
@@ -126,17 +130,15 @@ async def _draw_lots(
 ) -> int:
     """Take up to ``amount`` from the member's lots, earliest expiry first (``first_lot``
     before all others); record the draws. Returns how much was taken."""
+    order = [PointsLot.expires_on.is_(None), PointsLot.expires_on, PointsLot.id]
+    if first_lot is not None:
+        order.insert(0, (PointsLot.id == first_lot).desc())
     lots = (
         await session.scalars(
             select(PointsLot)
             .where(PointsLot.member_id == member_id, PointsLot.remaining > 0)
-            .order_by(
-                (PointsLot.id == first_lot).desc() if first_lot is not None else PointsLot.id,
-                PointsLot.expires_on.is_(None),
-                PointsLot.expires_on,
-                PointsLot.id,
-            )
-            .with_for_update()
+            .order_by(*order)
+            .with_for_update(key_share=True)
         )
     ).all()
     taken = 0
@@ -236,7 +238,8 @@ async def give_back(
 ) -> Posting:
     """Return up to ``amount`` of what ``spent_entry`` took, into the very lots it came from
     (so returned points keep their original expiry; a lot that has expired meanwhile is
-    expired again by the next expiry run). Debt is repaid first, as with any credit."""
+    expired again by the next expiry run). Debt is repaid first, as with any credit. What
+    went back is recorded as a negative draw of ``spent_entry``, so partial returns add up."""
     if amount <= 0:
         raise ValueError("give_back takes a positive amount")
     balance, debt = await _lock_member(session, member_id)
@@ -255,15 +258,16 @@ async def give_back(
         session, shop, member_id, kind=kind, amount=amount, balance_after=new_balance,
         reason=reason, key=key, source_ref=source_ref,
     )
-    for lot_id, drawn in draws:
+    for lot_id, owed in draws:  # net of earlier returns: those are negative draws
         if to_lots <= 0:
             break
         lot = await session.get(PointsLot, lot_id, with_for_update=True)
         assert lot is not None
-        share = min(int(drawn), to_lots, lot.amount - lot.remaining)
+        share = min(int(owed), to_lots, lot.amount - lot.remaining)
         if share > 0:
             lot.remaining += share
             to_lots -= share
+            session.add(LotDraw(entry_id=spent_entry, lot_id=lot_id, amount=-share))
     if to_lots > 0:  # the lots were already refilled by earlier returns: refuse the excess
         raise RuntimeError(f"entry {spent_entry} cannot take back {amount} points")
     await session.execute(
@@ -322,32 +326,72 @@ async def expiring_points(
     return [ExpiringPoints(day, int(total)) for day, total in rows if day is not None]
 
 
-async def expire_due(session: AsyncSession, shop: Shop, *, on: date, batch: int = 500) -> int:
-    """Expire every lot whose last day is before ``on`` (local date); what is left of each lot
-    goes, nothing more. Each lot is its own entry, keyed so a second run does nothing. Returns
-    the number of lots expired. Runs in the caller's write transaction."""
+async def expire_due(session: AsyncSession, shop: Shop, *, on: date, batch: int = 2000) -> int:
+    """Expire every lot whose last day is before ``on`` (local date): what is left of each lot
+    goes, nothing more, as one ledger entry per lot. Set-based, a batch of lots at a time (a
+    few statements per batch, whatever the table's size); a second run finds nothing left to
+    expire. Returns the number of lots expired. Runs in the caller's write transaction."""
     expired = 0
     while True:
-        lot_ids = (
-            await session.scalars(
-                select(PointsLot.id)
+        lots = (
+            await session.execute(
+                select(PointsLot.id, PointsLot.member_id, PointsLot.remaining)
                 .where(PointsLot.expires_on < on, PointsLot.remaining > 0)
-                .order_by(PointsLot.id)
+                .order_by(PointsLot.member_id, PointsLot.id)
                 .limit(batch)
             )
         ).all()
-        if not lot_ids:
+        if not lots:
             return expired
-        for lot_id in lot_ids:
-            lot_expiry = await session.scalar(select(PointsLot.expires_on).where(PointsLot.id == lot_id))
-            # A lot refilled by a refund after it expired expires again, under a new key.
-            n = await session.scalar(
-                select(func.count(LedgerEntry.id)).where(
-                    LedgerEntry.kind == "expiry", LedgerEntry.source_ref == f"lot:{lot_id}"
+        member_ids = sorted({row.member_id for row in lots})
+        balances = {
+            member_id: int(balance)
+            for member_id, balance in (
+                await session.execute(
+                    select(Member.id, Member.points_balance)
+                    .where(Member.id.in_(member_ids))
+                    .with_for_update(key_share=True)
                 )
+            ).all()
+        }
+        now = shop.now()
+        entries = []
+        for lot in lots:
+            balances[lot.member_id] -= lot.remaining
+            entries.append(
+                {
+                    "member_id": lot.member_id, "kind": "expiry", "amount": -lot.remaining,
+                    "balance_after": balances[lot.member_id], "reason": "expired",
+                    "source_ref": f"lot:{lot.id}",
+                    # state (remaining > 0), not the key, makes expiry run once per lot
+                    "idempotency_key": f"expiry:{lot.id}:{uuid.uuid4().hex[:16]}",
+                    "created_at": now,
+                }
             )
-            if await expire_lot(session, shop, lot_id, key=f"expiry:{lot_id}:{lot_expiry}:{n}"):
-                expired += 1
+        created = (
+            await session.execute(
+                insert(LedgerEntry).returning(LedgerEntry.id, sort_by_parameter_order=True),
+                entries,
+            )
+        ).scalars().all()
+        await session.execute(
+            insert(LotDraw),
+            [
+                {"entry_id": entry_id, "lot_id": lot.id, "amount": lot.remaining}
+                for entry_id, lot in zip(created, lots, strict=True)
+            ],
+        )
+        await session.execute(
+            update(PointsLot)
+            .where(PointsLot.id.in_([lot.id for lot in lots]))
+            .values(remaining=0)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(Member),
+            [{"id": member_id, "points_balance": balance} for member_id, balance in balances.items()],
+        )
+        expired += len(lots)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from domain.coupons import ACTIVE as COUPON_ACTIVE
 from domain.coupons import format_coupon_code
@@ -29,13 +30,15 @@ COUPON_EXPIRY = "coupon_expiry"
 async def keyset_batches(
     session: AsyncSession,
     query: Select[Any],
-    key: ColumnElement[int],
+    key: InstrumentedAttribute[int],
     build: Callable[[Row[Any]], PlannedPush],
     *,
-    size: int = BATCH,
+    size: int | None = None,
 ) -> AsyncIterator[list[PlannedPush]]:
-    """Walk ``query`` in pages of ``size`` rows ordered by ``key`` (an integer id, the first
-    column of each row), ending the read between pages: bounded memory, no long snapshot."""
+    """Walk ``query`` in pages of ``size`` rows (default ``domain.jobs.BATCH``) ordered by
+    ``key`` (an integer id, the first column of each row), ending the read between pages:
+    bounded memory, no long snapshot."""
+    size = size or BATCH
     last = 0
     while True:
         rows = (await session.execute(query.where(key > last).order_by(key).limit(size))).all()
@@ -47,7 +50,8 @@ async def keyset_batches(
 
 
 def local_day_window(shop: Shop, day: date) -> tuple[datetime, datetime]:
-    """The UTC instants [start of ``day``, start of the next day) of the shop's local day."""
+    """The instants [start of ``day``, start of the next day) of the shop's local day (stored
+    and compared as UTC)."""
     start = datetime.combine(day, time.min, tzinfo=shop.tz)
     end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=shop.tz)
     return start, end

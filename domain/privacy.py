@@ -136,10 +136,11 @@ async def export_member_data(session: AsyncSession, shop: Shop, member: Member) 
             await _all(
                 session,
                 select(Refund)
-                .where(Refund.order_pk.in_([o.id for o in orders]))
+                .join(Order, Order.id == Refund.order_pk)
+                .where(Order.member_id == mid)
                 .order_by(Refund.id),
             )
-        ) if orders else []
+        )
         document["orders"] = [
             {
                 "order_id": o.order_id, "at": _when(shop, o.occurred_at),

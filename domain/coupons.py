@@ -189,6 +189,7 @@ class CouponView:
 
 
 def coupon_view(shop: Shop, coupon: Coupon) -> CouponView:
+    """How ``coupon`` is shown to its owner (local last day, grouped code, reward name)."""
     reward_name = None
     if coupon.source.startswith(REWARD_SOURCE):
         key = coupon.source.removeprefix(REWARD_SOURCE)

@@ -130,7 +130,8 @@ class CouponRules(_Strict):
 
 
 class Reward(_Strict):
-    key: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    # coupons.source holds "reward:<key>" in 32 characters
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=25)
     name: Localized
     cost: int = Field(gt=0)
     kind: Literal["amount_off", "percent_off", "free_item"]

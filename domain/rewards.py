@@ -63,6 +63,7 @@ def source_of(reward_key: str) -> str:
 
 
 def find_reward(shop: Shop, key: str) -> Reward:
+    """The program's reward with that key, or RewardNotFound (e.g. a crafted or old button)."""
     reward = next((r for r in shop.program.rewards if r.key == key), None)
     if reward is None:
         raise RewardNotFound(key=key)
@@ -206,7 +207,9 @@ async def redeem(session: AsyncSession, shop: Shop, member_id: int, key: str) ->
             member = await session.scalar(
                 select(Member)
                 .where(Member.id == member_id)
-                .with_for_update()
+                # FOR NO KEY UPDATE, as domain.points locks: it does not conflict with the
+                # key-share lock a concurrent order of this member holds, so no deadlock.
+                .with_for_update(key_share=True)
                 .execution_options(populate_existing=True)
             )
             if member is None:

@@ -46,6 +46,11 @@ class RewardLimitReached(DomainError):
     default_message = "the member has redeemed this reward as often as allowed"
 
 
+class RewardAlreadyRedeemed(DomainError):
+    code = "reward_already_redeemed"
+    default_message = "this confirmation was already used"
+
+
 class RewardTierTooLow(DomainError):
     code = "reward_tier_too_low"
     default_message = "the reward needs a higher tier"
@@ -194,11 +199,15 @@ class Redemption:
     balance: int
 
 
-async def redeem(session: AsyncSession, shop: Shop, member_id: int, key: str) -> Redemption:
+async def redeem(
+    session: AsyncSession, shop: Shop, member_id: int, key: str, *, seen: int | None = None
+) -> Redemption:
     """Take the reward's points and issue its coupon, in one transaction. Refuses, changing
     nothing, a frozen member (MemberFrozen), a tier below the reward's (RewardTierTooLow), a
     member at the reward's limit (RewardLimitReached), a balance below the cost
-    (RewardUnaffordable) and an empty stock (RewardOutOfStock)."""
+    (RewardUnaffordable) and an empty stock (RewardOutOfStock). ``seen`` is how many of this
+    reward the member had when they confirmed: a second use of the same confirmation (a
+    double tap) finds one more and is refused (RewardAlreadyRedeemed)."""
     reward = find_reward(shop, key)
     source = source_of(reward.key)
 
@@ -226,6 +235,8 @@ async def redeem(session: AsyncSession, shop: Shop, member_id: int, key: str) ->
                 )
                 or 0
             )
+            if seen is not None and redeemed != seen:
+                raise RewardAlreadyRedeemed()
             _check(
                 reward, _min_tier(shop, reward), tier_ok=_tier_ok(shop, reward, member.tier),
                 redeemed=redeemed, balance=member.points_balance,

@@ -28,6 +28,8 @@ class RewardView(CallbackData, prefix="rwv"):
 class RewardRedeem(CallbackData, prefix="rwr"):
     key: str
     confirmed: bool
+    seen: int = -1  # redemptions of this reward the member had when confirming: a double tap
+    # on one confirmation screen carries the same number and is refused the second time
 
 
 class CouponOpen(CallbackData, prefix="cpn"):

@@ -101,7 +101,8 @@ async def redeem(
     if not callback_data.confirmed:
         await _confirm(query, callback_data.key, session, shop, texts, member, lang)
         return
-    done = await rewards.redeem(session, shop, member.id, callback_data.key)
+    seen = callback_data.seen if callback_data.seen >= 0 else None
+    done = await rewards.redeem(session, shop, member.id, callback_data.key, seen=seen)
     text = texts.render(
         lang, "rewards/done", done=done, worth=_worth(texts, lang, done.reward)
     )
@@ -123,7 +124,10 @@ async def _confirm(
         lang, "rewards/confirm", offer=offer, worth=_worth(texts, lang, offer.reward)
     )
     markup = InlineKeyboardMarkup(inline_keyboard=[
-        _button(texts.label(lang, "rewards_confirm"), RewardRedeem(key=key, confirmed=True)),
+        _button(
+            texts.label(lang, "rewards_confirm"),
+            RewardRedeem(key=key, confirmed=True, seen=offer.redeemed),
+        ),
         _button(texts.label(lang, "rewards_back"), RewardView(key=CATALOG)),
     ])
     await query.answer()

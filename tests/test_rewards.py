@@ -150,9 +150,10 @@ async def test_redeem_end_to_end_in_english(
     _button(confirm, RewardView(key="").pack())
     assert (await _kept(session, member_id)).reward_coupons == 0  # nothing before "Confirm"
 
-    await _press(chat, _button(confirm, RewardRedeem(key="five_off", confirmed=True).pack())[
+    confirm_data = _button(confirm, RewardRedeem(key="five_off", confirmed=True, seen=0).pack())[
         "callback_data"
-    ])
+    ]
+    await _press(chat, confirm_data)
     done = _last_edit(chat)
     await session.rollback()
     coupon = await session.scalar(select(Coupon).where(Coupon.member_id == member_id,
@@ -166,6 +167,13 @@ async def test_redeem_end_to_end_in_english(
     kept = await _kept(session, member_id)
     assert kept.balance == 600 and kept.reward_coupons == 1
     assert await _stock(session, "five_off") == 999
+
+    # A second tap on the same confirmation (a double tap) redeems nothing more.
+    await _press(chat, confirm_data)
+    alert = chat.fake.calls_of("answerCallbackQuery")[-1]
+    assert "Already done" in alert.params["text"]
+    kept = await _kept(session, member_id)
+    assert kept.balance == 600 and kept.reward_coupons == 1
 
     await _press(chat, _button(done, CouponOpen(coupon_id=coupon_id).pack())["callback_data"])
     photo = chat.fake.calls_of("sendPhoto")[-1]

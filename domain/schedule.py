@@ -83,6 +83,8 @@ JOBS: dict[str, Job] = {
             run=pushes_job("member_day", tier_jobs.member_day_reminders, "month")),
         Job("annual_review", "tier re-evaluation, each member told the result", "year", 9, 0,
             day=1, run=tier_jobs.run_annual_review),
+        Job("postponed_reviews", "re-check downgrades postponed by the protection task",
+            "month", 9, 0, day=1, run=tier_jobs.run_postponed_reviews),
     )
 }
 

@@ -11,13 +11,14 @@ the tier changes, their history and each member's push are written in one transa
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import String, and_, case, cast, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -27,7 +28,7 @@ from domain.jobs import BATCH, JobReport, PlannedPush, next_morning
 from domain.members import ACTIVE
 from domain.models import CheckIn, GrowthEntry, Member, Push, TierChange
 from domain.shop import Shop
-from domain.tiers import next_review, progress
+from domain.tiers import next_review
 from domain.transaction import write_transaction
 
 ANNUAL_REVIEW = "annual_review"
@@ -93,7 +94,7 @@ def _standings_query(shop: Shop, end: datetime) -> Select[Any]:
             GrowthEntry,
             and_(
                 GrowthEntry.member_id == Member.id,
-                GrowthEntry.occurred_at > start.astimezone(UTC).replace(hour=0, day=1),
+                GrowthEntry.occurred_at > start,
                 GrowthEntry.occurred_at <= end,
             ),
         )
@@ -105,46 +106,68 @@ def _standings_query(shop: Shop, end: datetime) -> Select[Any]:
 async def _standings(session: AsyncSession, shop: Shop, query: Select[Any]) -> list[Standing]:
     cap = shop.program.growth.behaviour_share_cap_percent
     return [
-        Standing(
-            int(row.id), row.first_name or "", row.tier,
-            counted_growth(int(row.purchase), int(row.behaviour), cap),
-        )
-        for row in (await session.execute(query)).all()
+        Standing(int(member_id), name or "", tier, counted_growth(int(bought), int(did), cap))
+        for member_id, name, tier, bought, did in (await session.execute(query)).all()
     ]
 
 
 async def _count_by_member(
-    session: AsyncSession, model: type[CheckIn] | type[TierChange], member_ids: list[int],
+    session: AsyncSession, model: type[CheckIn] | type[TierChange],
     *where: ColumnElement[bool],
 ) -> dict[int, int]:
     """Rows of ``model`` per member, for a page of members: one grouped query."""
-    if not member_ids:
-        return {}
     rows = await session.execute(
-        select(model.member_id, func.count(model.id))
-        .where(model.member_id.in_(member_ids), *where)
-        .group_by(model.member_id)
+        select(model.member_id, func.count(model.id)).where(*where).group_by(model.member_id)
     )
     return {int(m): int(n) for m, n in rows.all()}
 
 
 async def _protections_used(
-    session: AsyncSession, shop: Shop, member_ids: list[int], review_on: date
+    session: AsyncSession, shop: Shop, review_on: date, *members: ColumnElement[bool]
 ) -> dict[int, int]:
+    """Protections granted to the members within the year before the review on ``review_on``."""
     since = months_before(_start_of(review_on, shop), PROTECTION_LOOKBACK_MONTHS)
     return await _count_by_member(
-        session, TierChange, member_ids,
+        session, TierChange, *members,
         TierChange.reason == PROTECTED, TierChange.created_at >= since,
     )
 
 
-def _target_tier(shop: Shop, tier: str, growth: int) -> str:
-    """The tier the growth reaches, at most ``max_steps_down`` below ``tier``
-    (the rule of domain.tiers.annual_review)."""
-    program = shop.program
-    reached = program.tier_index(program.tier_for_growth(growth).key)
-    lowest = program.tier_index(tier) - program.tier_rules.max_steps_down
-    return program.tiers[max(reached, lowest)].key
+@dataclass(frozen=True)
+class _Ladder:
+    """The program's tiers as lists, for deciding thousands of members a page without
+    scanning the tier list for each (an unknown key counts as the lowest tier, as in
+    Program.tier_index)."""
+
+    keys: list[str]
+    thresholds: list[int]
+    index: dict[str, int]
+    max_steps_down: int
+
+    @classmethod
+    def of(cls, shop: Shop) -> _Ladder:
+        tiers = shop.program.tiers
+        return cls(
+            [t.key for t in tiers], [t.threshold for t in tiers],
+            {t.key: i for i, t in enumerate(tiers)}, shop.program.tier_rules.max_steps_down,
+        )
+
+    def threshold(self, tier: str) -> int:
+        return self.thresholds[self.index.get(tier, 0)]
+
+    def target(self, tier: str, growth: int) -> str:
+        """The tier the growth reaches, at most ``max_steps_down`` below ``tier``
+        (the rule of domain.tiers.annual_review)."""
+        reached = bisect_right(self.thresholds, growth) - 1
+        return self.keys[max(reached, self.index.get(tier, 0) - self.max_steps_down, 0)]
+
+    def next_step(self, tier: str, growth: int) -> tuple[str | None, int]:
+        """The next tier above ``tier`` and the growth still missing for it (0 at the top),
+        as domain.tiers.progress gives them."""
+        above = self.index.get(tier, 0) + 1
+        if above >= len(self.keys):
+            return None, 0
+        return self.keys[above], max(self.thresholds[above] - growth, 0)
 
 
 # --- Monthly: downgrade warnings ----------------------------------------------------------
@@ -164,6 +187,7 @@ async def downgrade_warnings(
     upper = [tier.key for tier in program.tiers[1:]]
     if not upper:
         return
+    ladder = _Ladder.of(shop)
     review = next_review(shop, today)
     protection_month = review - timedelta(days=1)  # the month before the review
     postponed_today = (
@@ -186,8 +210,13 @@ async def downgrade_warnings(
             await session.commit()
             return
         last_id = standings[-1].member_id
-        at_risk = [s for s in standings if s.growth < program.tier(s.tier).threshold]
-        used = await _protections_used(session, shop, [s.member_id for s in at_risk], review)
+        at_risk = [s for s in standings if s.growth < ladder.threshold(s.tier)]
+        used = (
+            await _protections_used(
+                session, shop, review, TierChange.member_id.in_([s.member_id for s in at_risk])
+            )
+            if at_risk else {}
+        )
         await session.commit()  # end the read between pages
         yield [
             PlannedPush(
@@ -196,9 +225,9 @@ async def downgrade_warnings(
                 {
                     "name": s.name,
                     "tier": s.tier,
-                    "lower_tier": _target_tier(shop, s.tier, s.growth),
+                    "lower_tier": ladder.target(s.tier, s.growth),
                     "kept": s.growth,
-                    "gap": program.tier(s.tier).threshold - s.growth,
+                    "gap": ladder.threshold(s.tier) - s.growth,
                     **_date_fields("review", review),
                     "protection_checkins": rules.protection_checkins,
                     "protection_available": used.get(s.member_id, 0) < rules.protection_per_year,
@@ -264,24 +293,33 @@ async def member_day_reminders(
 
 @dataclass(frozen=True)
 class _Review:
-    """One kind of re-evaluation: the annual one, or the re-check of a postponed downgrade."""
+    """One kind of re-evaluation: the annual one, or the re-check of a postponed downgrade.
+    Each member's push for it is keyed f"{key_prefix}:{member_id}:{occasion}"."""
 
     name: str
     reason: str
     recheck: bool
-    key: Callable[[int, date], str]
+    key_prefix: str
     occasion: Callable[[date], str]
+
+    def key(self, member_id: int, today: date) -> str:
+        return f"{self.key_prefix}:{member_id}:{self.occasion(today)}"
+
+    def told(self, today: date) -> ColumnElement[bool]:
+        """SQL: the member already has this occasion's push (the same key, built in SQL)."""
+        key = (
+            literal(f"{self.key_prefix}:", String) + cast(Member.id, String)
+            + literal(f":{self.occasion(today)}", String)
+        )
+        return select(Push.id).where(Push.key == key).exists()
 
 
 _ANNUAL = _Review(
-    ANNUAL_REVIEW, ANNUAL_REVIEW, False,
-    key=lambda member_id, today: f"tier_review:{member_id}:{today.year}",
-    occasion=lambda today: str(today.year),
+    ANNUAL_REVIEW, ANNUAL_REVIEW, False, "tier_review", lambda today: str(today.year)
 )
 _RECHECK = _Review(
-    "postponed_reviews", POSTPONED_REVIEW, True,
-    key=lambda member_id, today: f"tier_recheck:{member_id}:{today:%Y-%m}",
-    occasion=lambda today: today.strftime("%Y-%m"),
+    "postponed_reviews", POSTPONED_REVIEW, True, "tier_recheck",
+    lambda today: today.strftime("%Y-%m"),
 )
 
 
@@ -297,22 +335,24 @@ class _Decision:
 
 
 async def _decide(
-    session: AsyncSession, shop: Shop, today: date, review: _Review, standings: list[Standing]
+    session: AsyncSession, shop: Shop, ladder: _Ladder, today: date, review: _Review,
+    standings: list[Standing], page: tuple[int, int],
 ) -> list[_Decision]:
-    program = shop.program
-    rules = program.tier_rules
-    targets = {s.member_id: _target_tier(shop, s.tier, s.growth) for s in standings}
+    rules = shop.program.tier_rules
+    targets = {s.member_id: ladder.target(s.tier, s.growth) for s in standings}
     due = [
         s.member_id for s in standings
-        if program.tier_index(targets[s.member_id]) < program.tier_index(s.tier)
+        if ladder.index[targets[s.member_id]] < ladder.index.get(s.tier, 0)
     ]
     protected: set[int] = set()
     if due and not review.recheck and rules.protection_per_year > 0:
         checkins = await _count_by_member(
-            session, CheckIn, due,
+            session, CheckIn, CheckIn.member_id > page[0], CheckIn.member_id <= page[1],
             CheckIn.day >= _first_of_previous_month(today), CheckIn.day < today.replace(day=1),
         )
-        used = await _protections_used(session, shop, due, today)
+        used = await _protections_used(
+            session, shop, today, TierChange.member_id > page[0], TierChange.member_id <= page[1]
+        )
         protected = {
             member_id for member_id in due
             if checkins.get(member_id, 0) >= rules.protection_checkins
@@ -331,9 +371,9 @@ async def _review_page(
 ) -> tuple[list[_Decision], list[PlannedPush], int | None]:
     """Decide one page of members; the page's last member id, or None past the end.
     Members already told this occasion's result are left alone (running twice does nothing)."""
-    ids_query = select(Member.id).where(Member.status == ACTIVE, Member.id > after_id)
+    members = [Member.status == ACTIVE, ~review.told(today)]
     if review.recheck:
-        ids_query = ids_query.where(
+        members.append(
             select(TierChange.id)
             .where(
                 TierChange.member_id == Member.id, TierChange.reason == PROTECTED,
@@ -342,23 +382,25 @@ async def _review_page(
             )
             .exists()
         )
-    ids_query = ids_query.order_by(Member.id).limit(BATCH)
+    ids_query = (
+        select(Member.id).where(*members, Member.id > after_id).order_by(Member.id).limit(BATCH)
+    )
     if lock:  # the page's rows stay as read until the changes commit (PostgreSQL)
         ids_query = ids_query.with_for_update()
-    ids = [int(i) for i in (await session.scalars(ids_query)).all()]
+    ids = (await session.scalars(ids_query)).all()
     if not ids:
         return [], [], None
-    keys = {member_id: review.key(member_id, today) for member_id in ids}
-    told = set(
-        (await session.scalars(select(Push.member_id).where(Push.key.in_(keys.values())))).all()
-    )
-    todo = [member_id for member_id in ids if member_id not in told]
-    if not todo:
-        return [], [], ids[-1]
+    page = (after_id, int(ids[-1]))
+    # A fresh statement: on PostgreSQL it sees a twin run's pushes committed while this one
+    # waited for the page's locks, so a member is never reviewed twice.
     standings = await _standings(
-        session, shop, _standings_query(shop, _start_of(today, shop)).where(Member.id.in_(todo))
+        session, shop,
+        _standings_query(shop, _start_of(today, shop)).where(
+            *members, Member.id > page[0], Member.id <= page[1]
+        ),
     )
-    decisions = await _decide(session, shop, today, review, standings)
+    ladder = _Ladder.of(shop)
+    decisions = await _decide(session, shop, ladder, today, review, standings, page)
     recheck_on = _first_of_next_month(today)
     # For a postponed downgrade: the growth that already counts in the re-check's window.
     protected = [d.standing.member_id for d in decisions if d.protected]
@@ -370,19 +412,19 @@ async def _review_page(
             for s in await _standings(session, shop, query.where(Member.id.in_(protected)))
         }
     pushes = [
-        _review_push(shop, today, review, d, keys[d.standing.member_id], recheck_on,
+        _review_push(shop, ladder, today, review, d, recheck_on,
                      at_recheck.get(d.standing.member_id, 0))
         for d in decisions
     ]
-    return decisions, pushes, ids[-1]
+    return decisions, pushes, page[1]
 
 
 def _review_push(
-    shop: Shop, today: date, review: _Review, decision: _Decision, key: str, recheck_on: date,
-    growth_at_recheck: int,
+    shop: Shop, ladder: _Ladder, today: date, review: _Review, decision: _Decision,
+    recheck_on: date, growth_at_recheck: int,
 ) -> PlannedPush:
     standing = decision.standing
-    standing_after = progress(shop, decision.after, standing.growth)
+    next_tier, gap = ladder.next_step(decision.after, standing.growth)
     payload: dict[str, Any] = {
         "name": standing.name,
         "year": today.year,
@@ -390,19 +432,21 @@ def _review_push(
         "after": decision.after,
         "growth": standing.growth,
         "changed": decision.changed,
-        "next_tier": standing_after.next_tier.key if standing_after.next_tier else None,
-        "gap": standing_after.gap,
+        "next_tier": next_tier,
+        "gap": gap,
         "protected": decision.protected,
         "recheck": review.recheck,
     }
     if decision.protected:
-        threshold = shop.program.tier(standing.tier).threshold
+        threshold = ladder.threshold(standing.tier)
         payload |= {
             **_date_fields("recheck", recheck_on),
             "checkins": shop.program.tier_rules.protection_checkins,
             "keep_gap": max(threshold - growth_at_recheck, 0),
         }
-    return PlannedPush(standing.member_id, "tier_review", key, payload)
+    return PlannedPush(
+        standing.member_id, "tier_review", review.key(standing.member_id, today), payload
+    )
 
 
 async def _write_page(

@@ -28,7 +28,7 @@ def queue_writers(engine: AsyncEngine) -> None:
 
 def _gate(session: AsyncSession) -> AbstractAsyncContextManager[object]:
     bind = session.bind
-    engine = bind.engine if bind is not None else None
+    engine = bind.sync_engine if isinstance(bind, AsyncEngine) else None
     gate = _WRITE_GATES.get(engine) if engine is not None else None
     return gate if gate is not None else nullcontext()
 

@@ -253,6 +253,7 @@ async def _fill_order(
         reason=f"order {order.order_id}", key=f"{key}:growth", occurred_at=order.occurred_at,
     )
     order.points_earned, order.growth_earned = earned, growth
+    first_purchase = member.first_purchase_at is None  # read before the UPDATE refreshes it
     await session.execute(
         update(Member)
         .where(Member.id == member.id)
@@ -263,7 +264,7 @@ async def _fill_order(
             first_purchase_at=member.first_purchase_at or order.occurred_at,
         )
     )
-    if member.first_purchase_at is None:
+    if first_purchase:
         await referrals.on_first_purchase(session, shop, member, order.order_id)
     outcome = await check_upgrade(session, shop, member.id)
     await session.flush()

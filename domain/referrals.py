@@ -89,11 +89,13 @@ async def on_first_purchase(
         return
     rules = shop.program
     # The inviter's row is locked first, so two friends buying at once are counted one after
-    # the other against the cap (PostgreSQL; SQLite already holds the write lock).
+    # the other against the cap (PostgreSQL; SQLite already holds the write lock). FOR NO KEY
+    # UPDATE: the friend's order already holds a KEY SHARE lock on this row (the foreign key
+    # of its updated member row), and a FOR UPDATE would deadlock two such orders.
     inviter = (
         await session.execute(
             select(Member.id, Member.status).where(Member.id == member.referrer_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     ).one_or_none()
     if inviter is None or inviter.status != ACTIVE:
@@ -223,9 +225,17 @@ async def referral_leaderboard(
     board: list[LeaderboardRow] = []
     for position, (member_id, first_name, last_name, count) in enumerate(rows, start=1):
         rank = board[-1].rank if board and board[-1].friends == count else position
-        initial = last_name.strip()[:1].upper() if last_name and last_name.strip() else None
-        board.append(LeaderboardRow(rank, member_id, first_name, initial, int(count)))
+        first, initial = _short_name(first_name, last_name)
+        board.append(LeaderboardRow(rank, member_id, first, initial, int(count)))
     return board
+
+
+def _short_name(first_name: str | None, last_name: str | None) -> tuple[str | None, str | None]:
+    """First word of the first name and one initial: many people type their full name into
+    Telegram's first-name field."""
+    words = (first_name or "").split()
+    rest = (last_name or "").split() or words[1:]
+    return (words[0] if words else None), (rest[0][:1].upper() if rest else None)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,28 @@
-"""Placeholder until this conversation is written: registers no handler."""
+"""/benefits: every tier's benefits, the member's tier marked, and the path to the next one."""
 
 from __future__ import annotations
 
 from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.texts import Texts
+from domain import benefits as domain_benefits
+from domain.models import Member
+from domain.shop import Shop
+from handlers.filters import MenuButton
+
+
+async def benefits(
+    message: Message, session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str
+) -> None:
+    overview = await domain_benefits.benefits_overview(session, shop, member)
+    await message.answer(texts.render(lang, "benefits/table", overview=overview))
 
 
 def build_router() -> Router:
-    return Router(name=__name__)
+    router = Router(name=__name__)
+    router.message.register(benefits, Command("benefits"))
+    router.message.register(benefits, MenuButton("menu_benefits"))
+    return router

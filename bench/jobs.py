@@ -14,6 +14,7 @@ import sqlite3
 import sys
 import time
 from datetime import date, datetime
+from datetime import time as time_of_day
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -27,7 +28,7 @@ from domain.program import load_program  # noqa: E402
 from domain.schedule import JOBS, run_job  # noqa: E402
 from domain.shop import Shop  # noqa: E402
 
-TODAY = date(2026, 3, 10)
+DEFAULT_TODAY = "2026-03-10"
 DAILY = [name for name, job in JOBS.items() if job.every == "day"]
 
 
@@ -52,16 +53,17 @@ async def _scan(url: str) -> float:
     return elapsed
 
 
-async def _jobs(url: str) -> tuple[float, dict[str, tuple[float, int, int]]]:
+async def _jobs(url: str, today: date) -> tuple[float, dict[str, tuple[float, int, int]]]:
     tz = ZoneInfo("Asia/Shanghai")
-    shop = Shop(load_program(DEFAULT_PROGRAM_FILE), FixedClock(datetime(2026, 3, 10, 11, 0, tzinfo=tz)), tz)
+    clock = FixedClock(datetime.combine(today, time_of_day(11), tzinfo=tz))
+    shop = Shop(load_program(DEFAULT_PROGRAM_FILE), clock, tz)
     engine = create_engine(url)
     factory = create_session_factory(engine)
     results = {}
     started = time.perf_counter()
     for name in DAILY:
         t0 = time.perf_counter()
-        report = await run_job(factory, shop, name, today=TODAY)
+        report = await run_job(factory, shop, name, today=today)
         results[name] = (time.perf_counter() - t0, report.written, report.changed)
         print(f"  {name:<26} {results[name][0]:7.2f}s  pushes {report.written:>8,}  "
               f"other changes {report.changed:>8,}")
@@ -75,21 +77,27 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--db", type=Path, default=Path("/tmp/companion-bench-jobs.db"))
     parser.add_argument("--reuse", action="store_true", help="reuse a generated database")
+    parser.add_argument(
+        "--today", default=DEFAULT_TODAY,
+        help="the local day the jobs run for (histories are generated relative to it)",
+    )
     args = parser.parse_args()
+    today = date.fromisoformat(args.today)
     pristine = args.db.with_suffix(".pristine.db")
     if not (args.reuse and pristine.exists()):
         started = time.perf_counter()
-        counts = generate(pristine, args.members, TODAY)
+        counts = generate(pristine, args.members, today)
         print(f"generated {counts} in {time.perf_counter() - started:.0f}s (not timed below)")
     for suffix in ("", "-wal", "-shm"):
         Path(str(args.db) + suffix).unlink(missing_ok=True)
     shutil.copyfile(pristine, args.db)
     url = f"sqlite+aiosqlite:///{args.db}"
     members = sqlite3.connect(args.db).execute("SELECT COUNT(*) FROM members").fetchone()[0]
+    print(f"jobs run for local day {today}")
     print(f"database: {args.db} ({args.db.stat().st_size / 2**20:.0f} MiB), {members:,} members")
 
     scan_before = asyncio.run(_scan(url))
-    total, _ = asyncio.run(_jobs(url))
+    total, _ = asyncio.run(_jobs(url, today))
     scan_after = asyncio.run(_scan(url))
     scan = min(scan_before, scan_after)
     print()
@@ -97,7 +105,7 @@ def main() -> None:
     print(f"plain scan (best of 2): {scan:.2f}s")
     print(f"ratio jobs/scan = {total / scan:.0f}")
     print(f"peak memory (max RSS of this process): {_peak_mib():.0f} MiB")
-    again, results = asyncio.run(_jobs(url))
+    again, results = asyncio.run(_jobs(url, today))
     written = sum(r[1] for r in results.values())
     print(f"second run of the same day: {again:.1f}s, {written} new pushes (must be 0)")
 

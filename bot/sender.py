@@ -1,8 +1,43 @@
 """Delivers the outbox: pending pushes, rendered per kind and language, sent to each member.
 
-Kept simple here (the scheduler issue adds rate limits, quiet hours and opt-outs): a push is
-marked sent after Telegram accepted it; flood control waits the retry_after it was given; a
-blocked chat fails the push; other errors retry with backoff, then give up with the reason.
+How a push travels
+    Due pushes (``pending``, ``not_before`` reached, member reachable) are read oldest first,
+    in keyset-paginated batches, by one short read transaction each, and handed to a few
+    concurrent workers (Telegram answers take 50-200 ms, so one sender at a time would never
+    reach the allowed rate). Every send takes a slot from one global limiter (evenly spaced,
+    ``rate_per_second``, 25 by default, under Telegram's 30) and waits until at least a second
+    has passed since the last message to the same chat; other chats go on meanwhile. Waiting
+    uses real time (``time.monotonic``); the shop clock decides what is due, quiet hours and
+    backoff times.
+
+What Telegram answers
+    * accepted: the push is marked ``sent`` in its own short write transaction at once;
+    * 429 (flood control): all sending pauses for the ``retry_after`` given, then the same
+      push is tried again; it does not count as a failed attempt;
+    * 403 (the member blocked the bot): the member becomes unreachable and the push
+      ``failed`` ("blocked by the member"). Pushes of unreachable members are not selected:
+      they stay ``pending`` until the member writes again (bot/middlewares.py) or unblocks
+      (handlers/chat_member.py), and are delivered then, if still wanted;
+    * network errors, timeouts, 5xx: ``attempts`` + 1 and ``not_before`` moved by 2^attempts
+      seconds (at most an hour); after ``MAX_ATTEMPTS`` the push ``failed`` with the reason;
+    * other refusals (400, 404: chat not found, text refused): ``failed`` at once, with it.
+
+What is not sent
+    A member who left (status ``deleted`` or no chat) fails the push ("member left"). A
+    marketing push to a member who opted out is ``skipped``. Quiet hours (21:00-09:00 local)
+    hold back every marketing push and every kind but the ones the member's own action caused
+    (``UNQUIET_KINDS``: receipt, referral reward): their ``not_before`` moves to the next
+    09:00 local. A kind without a template fails
+    ("no template") and is logged.
+
+Stopping and restarting
+    No transaction is held while waiting on Telegram or on the limiters. A sender that is
+    stopped (``stopping`` set) or cancelled lets the sends already in flight finish and be
+    recorded, and sends nothing more; what it did not send stays ``pending`` and the next
+    sender delivers it: none lost, none twice. One window cannot be closed without Telegram
+    taking part: if the process dies (power cut, SIGKILL) after Telegram accepted a message
+    but before the "sent" commit, that push is sent again after the restart. Run one sender
+    per database (the bot process runs exactly one).
 """
 
 from __future__ import annotations
@@ -10,108 +45,407 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramForbiddenError, TelegramRetryAfter
-from sqlalchemy import select, update
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+)
+from jinja2 import TemplateNotFound
+from sqlalchemy import ColumnElement, and_, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.texts import Texts
+from domain.jobs import QUIET_END, QUIET_START, next_morning
 from domain.models import Member, Push
 from domain.shop import Shop
-from domain.transaction import write_transaction
+from domain.transaction import read_transaction, write_transaction
 from handlers.outbox_signal import OutboxSignal
 
 log = logging.getLogger(__name__)
+
 MAX_ATTEMPTS = 5
-BATCH = 50
+MAX_BACKOFF_SECONDS = 3600
+BATCH = 200
+WORKERS = 8
+CHAT_INTERVAL_SECONDS = 1.0
+# Caused by the member's own action a moment ago: expected at any hour.
+UNQUIET_KINDS = frozenset({"receipt", "referral_reward"})
+
+T = TypeVar("T")
 
 
-def render_push(texts: Texts, shop: Shop, member: Member, kind: str, payload: dict[str, object]) -> str:
+def render_push(
+    texts: Texts, shop: Shop, member: Member, kind: str, payload: dict[str, object]
+) -> str:
     """A push's text in the member's language, from templates/<lang>/pushes/<kind>.html."""
-    return texts.render(member.language, f"pushes/{kind}", p=payload, member=member, program=shop.program)
+    return texts.render(
+        member.language, f"pushes/{kind}", p=payload, member=member, program=shop.program
+    )
 
 
-@dataclass
+def in_quiet_hours(shop: Shop, instant: datetime) -> bool:
+    """21:00-09:00 in the shop's time zone."""
+    local = instant.astimezone(shop.tz).time()
+    return not QUIET_END <= local < QUIET_START
+
+
+def _waits_out_quiet_hours() -> ColumnElement[bool]:
+    """Marketing, or not caused by the member's own action just now."""
+    return or_(Push.marketing.is_(True), Push.kind.not_in(UNQUIET_KINDS))
+
+
+class _Stopped(Exception):
+    """The sender is stopping: leave the push pending for the next run."""
+
+
+class SendLimiter:
+    """One global rate and at least a second between two messages to one chat, in real time.
+
+    Slots are evenly spaced (1/rate apart); on top, never more than ``rate`` messages in any
+    second, so that sends delayed by a busy event loop do not go out in a burst afterwards.
+    A flood-control answer pauses every slot until its retry_after has passed."""
+
+    def __init__(
+        self, rate_per_second: float, chat_interval: float = CHAT_INTERVAL_SECONDS
+    ) -> None:
+        self.interval = 1.0 / rate_per_second
+        self.chat_interval = chat_interval
+        self._next_slot = 0.0
+        self._paused_until = 0.0
+        self._recent: deque[float] = deque(maxlen=max(1, int(rate_per_second)))
+        self._chats: dict[int, _ChatGate] = {}
+
+    def chat(self, chat_id: int) -> _ChatGate:
+        gate = self._chats.get(chat_id)
+        if gate is None:
+            if len(self._chats) > 10_000:
+                self._forget_idle_chats()
+            gate = self._chats[chat_id] = _ChatGate()
+        return gate
+
+    def _forget_idle_chats(self) -> None:
+        horizon = time.monotonic() - self.chat_interval
+        for chat_id, gate in list(self._chats.items()):
+            if not gate.lock.locked() and gate.last_sent < horizon:
+                del self._chats[chat_id]
+
+    def pause(self, seconds: float) -> None:
+        resume = time.monotonic() + seconds
+        self._paused_until = max(self._paused_until, resume)
+        self._next_slot = max(self._next_slot, self._paused_until)
+
+    def _window_wait(self, now: float) -> float:
+        """How long until the last second holds fewer than ``rate`` messages."""
+        if len(self._recent) < (self._recent.maxlen or 1):
+            return 0.0
+        return self._recent[0] + 1.0 - now
+
+    async def slot(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Wait for the next global slot (and out any pause)."""
+        while True:
+            now = time.monotonic()
+            if self._paused_until > now:
+                await sleep(self._paused_until - now)
+                continue
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self.interval
+            if slot > now:
+                await sleep(slot - now)
+            if self._paused_until > time.monotonic():
+                continue  # flood control came in meanwhile: a new slot after the pause
+            while (wait := self._window_wait(time.monotonic())) > 0:
+                await sleep(wait)  # only after a stall: keeps the late sends from bunching
+            self._recent.append(time.monotonic())
+            return
+
+
+class _ChatGate:
+    """One chat's turn: a lock (its messages go one after another) and when the last went."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.last_sent = float("-inf")
+
+
+@dataclass(frozen=True)
+class _Due:
+    """A due push with what sending it needs (copied out of the read transaction)."""
+
+    push_id: int
+    kind: str
+    payload: str
+    marketing: bool
+    attempts: int
+    member: Member
+
+
 class OutboxSender:
-    session_factory: async_sessionmaker[AsyncSession]
-    bot: Bot
-    texts: Texts
-    shop: Shop
-    signal: OutboxSignal
-    poll_seconds: float = 2.0
+    """Delivers due pushes; ``run`` keeps doing so until stopped."""
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        bot: Bot,
+        texts: Texts,
+        shop: Shop,
+        signal: OutboxSignal,
+        *,
+        rate_per_second: float = 25.0,
+        workers: int = WORKERS,
+        batch_size: int = BATCH,
+        poll_seconds: float = 2.0,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.session_factory = session_factory
+        self.bot = bot
+        self.texts = texts
+        self.shop = shop
+        self.signal = signal
+        self.workers = workers
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.max_attempts = max_attempts
+        self.limiter = SendLimiter(rate_per_second)
+        self._stopping = asyncio.Event()
+        self._pass = asyncio.Lock()  # one delivery pass at a time: a push is never sent twice
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Deliver until ``stopping`` is set; wake on the signal or every ``poll_seconds``."""
+        self._stopping = stopping
         while not stopping.is_set():
             try:
-                sent = await self.deliver_pending()
-            except Exception:  # keep delivering whatever one batch did
+                handled = await self.deliver_pending()
+            except Exception:  # a broken pass must not end delivery for good
                 log.exception("outbox delivery failed")
-                sent = 0
-            if not sent:
+                handled = 0
+            if not handled and not stopping.is_set():
                 await self.signal.wait(self.poll_seconds)
 
     async def deliver_pending(self) -> int:
-        """Deliver one batch of due pushes; returns how many were handled."""
-        async with self.session_factory() as session:
-            rows = (
-                await session.execute(
-                    select(Push, Member)
-                    .join(Member, Member.id == Push.member_id)
-                    .where(Push.status == "pending", Push.not_before <= self.shop.now())
-                    .order_by(Push.id)
-                    .limit(BATCH)
-                )
-            ).all()
-            await session.commit()
-            for push, member in rows:
-                await self._deliver(session, push, member)
-            return len(rows)
-
-    async def _deliver(self, session: AsyncSession, push: Push, member: Member) -> None:
-        if member.telegram_id is None:
-            await self._finish(session, push, "failed", "member has no chat")
-            return
-        text = render_push(self.texts, self.shop, member, push.kind, json.loads(push.payload))
-        while True:
+        """Deliver every push due now (one pass, oldest first); returns how many were handled:
+        sent, failed, skipped or put back after a transient error. Pushes only moved out of
+        quiet hours are not counted."""
+        async with self._pass:
+            handled = await self._settle_undeliverable()
+            queue: asyncio.Queue[_Due | None] = asyncio.Queue(maxsize=self.batch_size)
+            counts = [0] * self.workers
+            blocked: set[int] = set()
             try:
-                await self.bot.send_message(member.telegram_id, text)
-            except TelegramRetryAfter as exc:
-                await asyncio.sleep(exc.retry_after)
-                continue
-            except TelegramForbiddenError:
-                await self._finish(session, push, "failed", "blocked by the member")
-                return
-            except Exception as exc:  # transient: network, 5xx
-                await self._retry_later(session, push, str(exc)[:255])
-                return
-            await self._finish(session, push, "sent", None)
-            return
+                async with asyncio.TaskGroup() as group:
+                    for index in range(self.workers):
+                        group.create_task(self._work(queue, counts, index, blocked))
+                    # Cancelled here, the task group cancels the workers: each finishes and
+                    # records the send it has in flight; the rest stays pending.
+                    async with aclosing(self._due_pushes()) as pushes:
+                        async for due in pushes:
+                            if self._stopping.is_set():
+                                break
+                            await queue.put(due)
+                    for _ in range(self.workers):
+                        await queue.put(None)
+            except ExceptionGroup as failed:  # the reading failed (workers catch their own)
+                raise failed.exceptions[0] from None
+            return handled + sum(counts)
 
-    async def _finish(
-        self, session: AsyncSession, push: Push, status: str, error: str | None
+    # ------------------------------------------------------------------ selection
+
+    async def _settle_undeliverable(self) -> int:
+        """Set-based, before sending: pushes to members who left fail, marketing to members who
+        opted out is skipped, and in quiet hours whatever may wait moves to 09:00 local."""
+        now = self.shop.now()
+        due = and_(Push.status == "pending", Push.not_before <= now)
+        left = select(Member.id).where(
+            or_(Member.status == "deleted", Member.telegram_id.is_(None))
+        )
+        opted_out = select(Member.id).where(Member.marketing_opt_in.is_(False))
+        async with self.session_factory() as session, write_transaction(session):
+            gone = await session.execute(
+                update(Push)
+                .where(due, Push.member_id.in_(left))
+                .values(status="failed", last_error="member left")
+            )
+            skipped = await session.execute(
+                update(Push)
+                .where(due, Push.marketing.is_(True), Push.member_id.in_(opted_out))
+                .values(status="skipped", last_error="member opted out of marketing")
+            )
+            if in_quiet_hours(self.shop, now):
+                await session.execute(
+                    update(Push)
+                    .where(due, _waits_out_quiet_hours())
+                    .values(not_before=next_morning(self.shop, now))
+                )
+        return int(gone.rowcount or 0) + int(skipped.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def _due_pushes(self) -> AsyncIterator[_Due]:
+        """Due pushes of reachable members, oldest first, a batch per short read."""
+        after = 0
+        async with self.session_factory() as session:
+            while True:
+                now = self.shop.now()
+                query = (
+                    select(Push.id, Push.kind, Push.payload, Push.marketing, Push.attempts, Member)
+                    .join(Member, Member.id == Push.member_id)
+                    .where(
+                        Push.status == "pending", Push.not_before <= now, Push.id > after,
+                        Member.reachable.is_(True), Member.status != "deleted",
+                        Member.telegram_id.is_not(None),
+                    )
+                    .order_by(Push.id)
+                    .limit(self.batch_size)
+                )
+                if in_quiet_hours(self.shop, now):
+                    query = query.where(not_(_waits_out_quiet_hours()))
+                async with read_transaction(session):
+                    rows = (await session.execute(query)).all()
+                session.expunge_all()
+                for push_id, kind, payload, marketing, attempts, member in rows:
+                    yield _Due(push_id, kind, payload, marketing, attempts, member)
+                if len(rows) < self.batch_size:
+                    return
+                after = rows[-1][0]
+
+    # ------------------------------------------------------------------ sending
+
+    async def _work(
+        self, queue: asyncio.Queue[_Due | None], counts: list[int], index: int, blocked: set[int]
     ) -> None:
-        async with write_transaction(session):
-            await session.execute(
-                update(Push)
-                .where(Push.id == push.id, Push.status == "pending")
-                .values(
-                    status=status, last_error=error, attempts=Push.attempts + 1,
-                    sent_at=self.shop.now() if status == "sent" else None,
-                )
-            )
+        async with self.session_factory() as session:
+            while (due := await queue.get()) is not None:
+                if self._stopping.is_set() or due.member.id in blocked:
+                    continue  # stays pending
+                try:
+                    if await self._deliver(session, due, blocked):
+                        counts[index] += 1
+                except _Stopped:
+                    continue
+                except Exception:  # one push must not stop the others
+                    log.exception("push %s could not be delivered", due.push_id)
 
-    async def _retry_later(self, session: AsyncSession, push: Push, error: str) -> None:
-        attempts = push.attempts + 1
-        async with write_transaction(session):
-            await session.execute(
-                update(Push)
-                .where(Push.id == push.id, Push.status == "pending")
-                .values(
-                    attempts=attempts, last_error=error,
-                    status="failed" if attempts >= MAX_ATTEMPTS else "pending",
-                    not_before=self.shop.now() + timedelta(seconds=2**attempts),
-                )
+    async def _deliver(self, session: AsyncSession, due: _Due, blocked: set[int]) -> bool:
+        """Send one push and record the outcome; False when it was left for later."""
+        member = due.member
+        if due.marketing and not member.marketing_opt_in:  # opted out since the pass began
+            return await self._record(
+                session, due.push_id, status="skipped", last_error="member opted out of marketing"
             )
+        if (due.marketing or due.kind not in UNQUIET_KINDS) and in_quiet_hours(
+            self.shop, self.shop.now()
+        ):
+            morning = next_morning(self.shop, self.shop.now())
+            await self._record(session, due.push_id, not_before=morning)
+            return False
+        try:
+            text = render_push(self.texts, self.shop, member, due.kind, json.loads(due.payload))
+        except TemplateNotFound:
+            log.error("push %s: no template for kind %r", due.push_id, due.kind)
+            return await self._record(
+                session, due.push_id, status="failed", last_error="no template"
+            )
+        except Exception as exc:
+            log.exception("push %s could not be rendered", due.push_id)
+            return await self._record(
+                session, due.push_id, status="failed", last_error=f"render: {exc}"[:255]
+            )
+        assert member.telegram_id is not None  # members who left were settled before
+        gate = self.limiter.chat(member.telegram_id)
+        async with gate.lock:
+            while True:
+                wait = gate.last_sent + self.limiter.chat_interval - time.monotonic()
+                if wait > 0:
+                    await self._sleep(wait)
+                await self.limiter.slot(self._sleep)
+                try:
+                    return await _finish_even_if_cancelled(
+                        self._send_and_record(session, due, text, gate, blocked)
+                    )
+                except TelegramRetryAfter as exc:
+                    log.warning("flood control: pausing %s s", exc.retry_after)
+                    self.limiter.pause(exc.retry_after)
+
+    async def _send_and_record(
+        self, session: AsyncSession, due: _Due, text: str, gate: _ChatGate, blocked: set[int]
+    ) -> bool:
+        """One request to Telegram and, at once, its outcome in the database."""
+        member = due.member
+        try:
+            await self.bot.send_message(member.telegram_id, text)  # type: ignore[arg-type]
+        except TelegramRetryAfter:
+            raise
+        except TelegramForbiddenError:
+            blocked.add(member.id)
+            async with write_transaction(session):
+                await session.execute(
+                    update(Member).where(Member.id == member.id).values(reachable=False)
+                )
+                await _settle(
+                    session, due.push_id, status="failed", last_error="blocked by the member"
+                )
+            return True
+        except (TelegramBadRequest, TelegramNotFound) as exc:
+            return await self._record(
+                session, due.push_id, status="failed", last_error=exc.message[:255]
+            )
+        except Exception as exc:  # network, timeout, 5xx: try again later
+            attempts = due.attempts + 1
+            reason = (str(exc) or type(exc).__name__)[:255]
+            if attempts >= self.max_attempts:
+                return await self._record(
+                    session, due.push_id, status="failed", attempts=attempts, last_error=reason
+                )
+            backoff = timedelta(seconds=min(2**attempts, MAX_BACKOFF_SECONDS))
+            return await self._record(
+                session, due.push_id, attempts=attempts, last_error=reason,
+                not_before=self.shop.now() + backoff,
+            )
+        finally:
+            gate.last_sent = time.monotonic()
+        return await self._record(session, due.push_id, status="sent", sent_at=self.shop.now())
+
+    async def _record(self, session: AsyncSession, push_id: int, **values: Any) -> bool:
+        async with write_transaction(session):
+            await _settle(session, push_id, **values)
+        return True
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, unless the sender is stopping: then leave the push for the next run."""
+        if self._stopping.is_set():
+            raise _Stopped
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return
+        raise _Stopped
+
+
+async def _settle(session: AsyncSession, push_id: int, **values: Any) -> None:
+    await session.execute(
+        update(Push).where(Push.id == push_id, Push.status == "pending").values(**values)
+    )
+
+
+async def _finish_even_if_cancelled(work: Awaitable[T]) -> T:
+    """Run ``work`` to its end even when the caller is cancelled meanwhile (then re-raise):
+    a message Telegram may already have must be recorded before the sender goes."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            try:
+                await task
+            except Exception:
+                log.exception("push in flight at cancellation")
+        raise
+
+

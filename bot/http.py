@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
-from collections.abc import Callable
-
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text

@@ -18,8 +18,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.coupons import COUPON_DATA_LENGTH, last_valid_instant
-from domain.member_code import new_code
 from domain.idempotency import with_retry_on_race
+from domain.member_code import new_code
 from domain.models import Coupon, JobRun, Push
 from domain.money import format_money
 from domain.shop import Shop

@@ -12,7 +12,6 @@ from domain import members
 from domain.shop import Shop
 from handlers.keyboards import main_menu
 
-
 REFERRAL_PREFIX = "ref_"
 
 

@@ -17,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('members',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('telegram_id', sa.BigInteger(), nullable=True),
@@ -126,11 +126,11 @@ def upgrade() -> None:
     with op.batch_alter_table('lot_draws', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_lot_draws_entry_id'), ['entry_id'], unique=False)
 
-    
+
 
 
 def downgrade() -> None:
-    
+
     with op.batch_alter_table('lot_draws', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_lot_draws_entry_id'))
 
@@ -153,4 +153,4 @@ def downgrade() -> None:
 
     op.drop_table('growth_entries')
     op.drop_table('members')
-    
+

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain import coupons, members, orders
 from domain.errors import DomainError, InvalidInput
-from domain.events import record_event
+from domain.events import EventReceipt, record_event
 from domain.growth import growth_total
 from domain.money import format_money, parse_money
 from domain.shop import Shop
@@ -111,20 +111,6 @@ class RefundIn(BaseModel):
     )
 
 
-class RefundOut(BaseModel):
-    refund_id: str
-    order_id: str
-    amount: str
-    refunded_total: str
-    cash_to_return: str
-    points_taken_back: int
-    points_returned: int
-    growth_taken_back: int
-    balance: int
-    tier: str
-    tier_changed: bool
-
-
 class CouponOut(BaseModel):
     code: str
     kind: str
@@ -153,17 +139,6 @@ class EventIn(BaseModel):
 
     event_id: str = Field(pattern=ID_PATTERN)
     kind: Literal["review", "share"]
-
-
-class EventOut(BaseModel):
-    event_id: str
-    kind: str
-    member_code: str
-    points_earned: int
-    growth_earned: int
-    balance: int
-    tier: str
-    tier_changed: bool
 
 
 _bearer = HTTPBearer(auto_error=False, description="POS_API_TOKEN")
@@ -229,7 +204,7 @@ def build_router() -> APIRouter:
         return asdict(outcome.result)
 
     @router.post(
-        "/orders/{order_id}/refunds", status_code=201, response_model=RefundOut,
+        "/orders/{order_id}/refunds", status_code=201, response_model=orders.RefundReceipt,
         summary="Refund part or all of an order",
     )
     async def post_refund(
@@ -283,7 +258,7 @@ def build_router() -> APIRouter:
         )
 
     @router.post(
-        "/members/{code_or_phone}/events", status_code=201, response_model=EventOut,
+        "/members/{code_or_phone}/events", status_code=201, response_model=EventReceipt,
         summary="Report a behaviour (review, share)",
     )
     async def post_event(

@@ -18,10 +18,9 @@ from typing import Any
 from sqlalchemy import Row, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.jobs import PlannedPush
+from domain.jobs import PlannedPush, keyset_batches
 from domain.members import ACTIVE
 from domain.models import Member
-from domain.reminders import keyset_batches
 from domain.shop import Shop
 
 BIRTHDAY = "birthday"

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute
 
 from domain.coupons import COUPON_DATA_LENGTH, last_valid_instant
 from domain.idempotency import with_retry_on_race
@@ -80,6 +81,28 @@ class Job:
         if self.every == "month":
             return today.strftime("%Y-%m")
         return str(today.year)
+
+
+async def keyset_batches(
+    session: AsyncSession,
+    query: Select[Any],
+    key: InstrumentedAttribute[int],
+    build: Callable[[Row[Any]], PlannedPush],
+    *,
+    size: int | None = None,
+) -> AsyncIterator[list[PlannedPush]]:
+    """Walk ``query`` in pages of ``size`` rows (default ``domain.jobs.BATCH``) ordered by
+    ``key`` (an integer id, the first column of each row), ending the read between pages:
+    bounded memory, no long snapshot."""
+    size = size or BATCH
+    last = 0
+    while True:
+        rows = (await session.execute(query.where(key > last).order_by(key).limit(size))).all()
+        await session.commit()
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield [build(row) for row in rows]
 
 
 def next_morning(shop: Shop, instant: datetime) -> datetime:

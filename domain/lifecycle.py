@@ -14,7 +14,7 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.jobs import BATCH, JobReport, PlannedPush, apply_plan
+from domain.jobs import JobReport, PlannedPush, apply_plan, keyset_batches
 from domain.models import Member
 from domain.shop import Shop
 from domain.transaction import write_transaction
@@ -58,20 +58,6 @@ async def evaluate_stages(session: AsyncSession, shop: Shop, today: date, *, dry
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def _batches(session: AsyncSession, query, build) -> AsyncIterator[list[PlannedPush]]:  # type: ignore[no-untyped-def]
-    """Keyset pagination over member ids: bounded memory whatever the table's size."""
-    last_id = 0
-    while True:
-        rows = (
-            await session.execute(query.where(Member.id > last_id).order_by(Member.id).limit(BATCH))
-        ).all()
-        await session.commit()  # end the read between batches
-        if not rows:
-            return
-        last_id = rows[-1][0]
-        yield [build(row) for row in rows]
-
-
 def _columns():  # type: ignore[no-untyped-def]
     return select(Member.id, Member.first_name, Member.tier, Member.stage, Member.stage_since)
 
@@ -91,8 +77,8 @@ async def first_order_nudges(
         Member.created_at >= _start_of(joined, shop),
         Member.created_at < _start_of(joined + timedelta(days=1), shop),
     )
-    async for batch in _batches(
-        session, query,
+    async for batch in keyset_batches(
+        session, query, Member.id,
         lambda row: PlannedPush(row.id, "first_order_nudge", f"first_order_nudge:{row.id}",
                                 _payload(row, shop, today)),
     ):
@@ -107,8 +93,8 @@ def _stage_offer(stage: str, kind: str, template: str):  # type: ignore[no-untyp
         query = _columns().where(
             Member.status == "active", stage_expression(shop, today) == stage, entering
         )
-        async for batch in _batches(
-            session, query,
+        async for batch in keyset_batches(
+            session, query, Member.id,
             lambda row: PlannedPush(
                 row.id, kind, f"{kind}:{row.id}:{today.isoformat()}",
                 _payload(row, shop, today), marketing=True, coupon_template=template,

@@ -7,17 +7,16 @@ bounded whatever the size of the tables, one push per member and occasion (the k
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
 from domain.coupons import ACTIVE as COUPON_ACTIVE
 from domain.coupons import format_coupon_code
-from domain.jobs import BATCH, PlannedPush
+from domain.jobs import BATCH, PlannedPush, keyset_batches
 from domain.members import DELETED
 from domain.models import Coupon, Member, PointsLot
 from domain.money import format_money
@@ -25,28 +24,6 @@ from domain.shop import Shop
 
 POINTS_EXPIRY = "points_expiry"
 COUPON_EXPIRY = "coupon_expiry"
-
-
-async def keyset_batches(
-    session: AsyncSession,
-    query: Select[Any],
-    key: InstrumentedAttribute[int],
-    build: Callable[[Row[Any]], PlannedPush],
-    *,
-    size: int | None = None,
-) -> AsyncIterator[list[PlannedPush]]:
-    """Walk ``query`` in pages of ``size`` rows (default ``domain.jobs.BATCH``) ordered by
-    ``key`` (an integer id, the first column of each row), ending the read between pages:
-    bounded memory, no long snapshot."""
-    size = size or BATCH
-    last = 0
-    while True:
-        rows = (await session.execute(query.where(key > last).order_by(key).limit(size))).all()
-        await session.commit()
-        if not rows:
-            return
-        last = rows[-1][0]
-        yield [build(row) for row in rows]
 
 
 def local_day_window(shop: Shop, day: date) -> tuple[datetime, datetime]:
@@ -97,7 +74,7 @@ async def points_expiry_reminders(
             key = f"{POINTS_EXPIRY}:{row.member_id}:{expires_on.isoformat()}:{days}"
             return PlannedPush(row.member_id, POINTS_EXPIRY, key, payload, marketing=False)
 
-        async for batch in keyset_batches(session, query, PointsLot.member_id, build):
+        async for batch in keyset_batches(session, query, PointsLot.member_id, build, size=BATCH):
             yield batch
 
 
@@ -144,6 +121,6 @@ async def coupon_expiry_reminders(
         key = f"{COUPON_EXPIRY}:{row.id}"
         return PlannedPush(row.member_id, COUPON_EXPIRY, key, payload, marketing=False)
 
-    async for batch in keyset_batches(session, query, Coupon.id, build):
+    async for batch in keyset_batches(session, query, Coupon.id, build, size=BATCH):
         yield batch
 

@@ -41,8 +41,8 @@ from sqlalchemy import func, insert, select  # noqa: E402
 
 from bot.db import create_engine, create_session_factory, migrate_async  # noqa: E402
 from bot.sender import OutboxSender  # noqa: E402
-from bot.settings import DEFAULT_PROGRAM_FILE, TEMPLATES_DIR  # noqa: E402
-from bot.texts import load_texts  # noqa: E402
+from bot.settings import DEFAULT_PROGRAM_FILE  # noqa: E402
+from handlers.texts import load_texts  # noqa: E402
 from domain.clock import SystemClock  # noqa: E402
 from domain.models import Member, Push  # noqa: E402
 from domain.orders import OrderReceipt  # noqa: E402
@@ -127,7 +127,7 @@ async def main(pushes: int, rate: float | None, fake_in_loop: bool) -> int:
             )
             options = {} if rate is None else {"rate_per_second": rate}
             sender = OutboxSender(
-                create_session_factory(engine), bot, load_texts(TEMPLATES_DIR), shop,
+                create_session_factory(engine), bot, load_texts(), shop,
                 OutboxSignal(), **options,
             )
             started = time.perf_counter()

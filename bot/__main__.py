@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from bot.db import migrate  # imported late: --help stays instant
+    from handlers.texts import TemplatesMissing, load_texts
 
     try:
         settings = load_settings()
@@ -53,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
             print("database is up to date")
             return 0
         program = load_program(settings.program_file)
+        load_texts(currency=program.currency)  # refuse to start when the bot cannot answer
         if args.command == "jobs":
             from bot.jobs_cli import jobs_command
 
             migrate(settings.database_url)
             return asyncio.run(jobs_command(settings, program, args))
         settings.require_bot_token()
-    except (SettingsError, ProgramError) as exc:
+    except (SettingsError, ProgramError, TemplatesMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
 

@@ -24,8 +24,8 @@ from bot.http import EmbeddedServer, create_http_app
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
 from bot.scheduler import catch_up, schedule_jobs
 from bot.sender import OutboxSender
-from bot.settings import TEMPLATES_DIR, Settings
-from bot.texts import LANGUAGES, Texts, load_texts
+from bot.settings import Settings
+from handlers.texts import LANGUAGES, Texts, load_texts
 from domain.clock import Clock, SystemClock
 from domain.program import Program, load_program
 from domain.shop import Shop
@@ -80,13 +80,13 @@ def create_app(
     )
     engine = create_engine(settings.database_url)
     session_factory = create_session_factory(engine)
-    texts = load_texts(TEMPLATES_DIR)
+    texts = load_texts(currency=program.currency)
     bot = create_bot(settings, bot_session)
     in_flight = InFlight()
     outbox_signal = OutboxSignal()
     dispatcher = Dispatcher(
-        shop=shop, texts=texts, settings=settings, session_factory=session_factory,
-        outbox_signal=outbox_signal,
+        shop=shop, texts=texts, session_factory=session_factory, outbox_signal=outbox_signal,
+        staff_ids=settings.staff, admin_ids=settings.admin_ids,
     )
     dispatcher.update.outer_middleware(in_flight)
     dispatcher.update.outer_middleware(Throttle(texts))

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from bot.db import create_engine, create_session_factory
 from bot.scheduler import job_day
 from bot.sender import render_push
-from bot.settings import TEMPLATES_DIR, Settings
-from bot.texts import load_texts
+from bot.settings import Settings
+from handlers.texts import load_texts
 from domain.clock import SystemClock
 from domain.jobs import JobReport, PlannedPush, last_occasion
 from domain.models import JobRun, Member
@@ -65,7 +65,7 @@ async def jobs_command(settings: Settings, program: Program, args: argparse.Name
 
 
 async def _print_samples(session_factory, shop: Shop, report: JobReport) -> None:  # type: ignore[no-untyped-def]
-    texts = load_texts(TEMPLATES_DIR)
+    texts = load_texts(currency=shop.program.currency)
     async with session_factory() as session:
         for planned in report.samples:
             member = await session.scalar(select(Member).where(Member.id == planned.member_id))

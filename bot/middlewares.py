@@ -13,7 +13,7 @@ from aiogram.enums import ChatType
 from aiogram.types import Chat, TelegramObject, Update, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.texts import Texts
+from handlers.texts import Texts
 from domain import members
 from domain.shop import Shop
 

@@ -64,7 +64,7 @@ from jinja2 import TemplateNotFound
 from sqlalchemy import ColumnElement, and_, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.texts import Texts
+from handlers.texts import Texts
 from domain.jobs import QUIET_END, QUIET_START, next_morning
 from domain.models import Member, Push
 from domain.shop import Shop

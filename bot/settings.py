@@ -12,9 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = PACKAGE_DIR.parent
 DEFAULT_PROGRAM_FILE = PACKAGE_DIR / "default_program.toml"
-TEMPLATES_DIR = PROJECT_DIR / "templates"
 
 IdList = Annotated[frozenset[int], NoDecode]
 

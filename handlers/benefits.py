@@ -7,7 +7,7 @@ from aiogram.filters import Command
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.texts import Texts
+from handlers.texts import Texts
 from domain import benefits as domain_benefits
 from domain.models import Member
 from domain.shop import Shop

@@ -17,7 +17,7 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.texts import Texts
+from handlers.texts import Texts
 from domain import coupons
 from domain.coupons import CouponView
 from domain.models import Member

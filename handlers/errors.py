@@ -8,7 +8,7 @@ from aiogram import Router
 from aiogram.filters import ExceptionTypeFilter
 from aiogram.types import ErrorEvent
 
-from bot.texts import Texts
+from handlers.texts import Texts
 from domain.errors import DomainError
 
 log = logging.getLogger(__name__)

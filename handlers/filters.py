@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiogram.filters import Filter
 from aiogram.types import Message
 
-from bot.texts import Texts
+from handlers.texts import Texts
 
 
 class MenuButton(Filter):

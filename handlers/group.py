@@ -6,7 +6,7 @@ from aiogram import F, Router
 from aiogram.enums import ChatType
 from aiogram.types import Message
 
-from bot.texts import Texts
+from handlers.texts import Texts
 
 
 async def pointer(message: Message, texts: Texts, lang: str, bot_username: str) -> None:

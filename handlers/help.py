@@ -6,7 +6,7 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
-from bot.texts import Texts
+from handlers.texts import Texts
 from handlers.filters import MenuButton
 from handlers.keyboards import main_menu
 

@@ -19,7 +19,7 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.texts import Texts
+from handlers.texts import Texts
 from domain import referrals
 from domain.models import Member
 from domain.shop import Shop

@@ -9,7 +9,7 @@ from aiogram.types import (
     ReplyKeyboardMarkup,
 )
 
-from bot.texts import LANGUAGES, Texts
+from handlers.texts import LANGUAGES, Texts
 from handlers.callbacks import LanguageChoice
 
 

@@ -7,7 +7,7 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.texts import LANGUAGES, Texts
+from handlers.texts import LANGUAGES, Texts
 from domain import members
 from domain.models import Member
 from handlers.callbacks import LanguageChoice

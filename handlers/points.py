@@ -11,7 +11,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.texts import Texts
+from handlers.texts import Texts
 from domain import points
 from domain.models import Member
 from domain.shop import Shop

@@ -18,7 +18,7 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.texts import Texts
+from handlers.texts import Texts
 from domain import members, privacy
 from domain import profile as profiles
 from domain.models import Member

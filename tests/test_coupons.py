@@ -117,7 +117,7 @@ async def test_list_and_open_a_coupon_in_english(
     assert photo.params["photo"]["bytes"] == qr_png(code)  # the QR code carries the code
     caption = photo.params["caption"]
     assert "<b>20.00 off 100.00</b>" in caption
-    assert "Minimum spend: 100.00" in caption
+    assert "Minimum spend: CN¥100.00" in caption
     assert "Valid until: 9 Apr 2026" in caption
     assert f"<code>{_grouped(code)}</code>" in caption
     assert not _alerts(chat)
@@ -134,7 +134,7 @@ async def test_list_and_open_a_coupon_in_chinese(
     assert _buttons(listing)[0]["text"] == "🎟 满100减20 · 4月9日到期"
     await chat.send(callback_update(MEMBER, CouponOpen(coupon_id=coupon_id).pack()))
     caption = chat.fake.calls_of("sendPhoto")[-1].params["caption"]
-    assert "最低消费：100.00" in caption and "有效期至：2026年4月9日" in caption
+    assert "最低消费：¥100.00" in caption and "有效期至：2026年4月9日" in caption
     assert _grouped(code) in caption
 
 

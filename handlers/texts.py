@@ -1,0 +1,177 @@
+"""Every word a person reads comes from templates/: Jinja2 messages (HTML, autoescaped) and
+short labels (buttons, command descriptions) in a TOML file per language.
+
+The templates ship inside the package (as ``companion_templates``), so an installed wheel
+finds them through ``importlib.resources`` the same way a checkout does. Numbers, money,
+dates and plurals are formatted by Babel in the reader's locale, never by hand.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from babel import Locale
+from babel.dates import format_date
+from babel.numbers import format_currency, format_decimal
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
+from jinja2.runtime import Context
+
+from domain.member_code import format_member_code
+from domain.money import MINOR_PER_UNIT
+
+LANGUAGES = ("en", "zh")
+TEMPLATES_PACKAGE = "companion_templates"
+# The Babel locale each language is formatted in (Chinese as written in mainland China).
+LOCALES = {"en": "en", "zh": "zh_Hans_CN"}
+_DATE_PATTERNS = {"en": "d MMM y", "zh": "y年M月d日"}
+
+
+class TemplatesMissing(Exception):
+    """The templates or labels cannot be found or are incomplete: the bot cannot answer."""
+
+
+def templates_dir() -> Path:
+    """The folder holding the templates, wherever the package is installed."""
+    try:
+        root = resources.files(TEMPLATES_PACKAGE)
+    except ModuleNotFoundError as exc:
+        raise TemplatesMissing(
+            f"the templates package {TEMPLATES_PACKAGE!r} is not installed"
+        ) from exc
+    return Path(str(root))
+
+
+def _lang(lang: str) -> str:
+    return lang if lang in LANGUAGES else "en"
+
+
+def _context_lang(context: Context) -> str:
+    """The language of the template being rendered: its folder, so imported macros (which do
+    not see the caller's context) still format in the reader's language."""
+    folder = (context.name or "").split("/", 1)[0]
+    return folder if folder in LANGUAGES else _lang(str(context.get("lang", "en")))
+
+
+class Texts:
+    """The Jinja environment and the labels of every language, checked complete on load."""
+
+    def __init__(self, directory: Path, *, currency: str = "CNY") -> None:
+        self.directory = directory
+        self.currency = currency
+        self._check_complete()
+        self.env = Environment(
+            loader=FileSystemLoader(directory),
+            autoescape=select_autoescape(enabled_extensions=("html",), default=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            auto_reload=False,  # templates do not change under a running bot
+        )
+        self.env.filters["money"] = self._money_filter
+        self.env.filters["number"] = self._number_filter
+        self.env.filters["day"] = self._day_filter
+        self.env.filters["plural"] = self._plural_filter
+        self.env.filters["member_code"] = format_member_code
+        self._labels = {lang: self._load_labels(lang) for lang in LANGUAGES}
+        for lang in LANGUAGES:
+            if not self._labels[lang]:
+                raise TemplatesMissing(f"no labels for {lang!r} in {directory}")
+        missing = set(self._labels["en"]) ^ set(self._labels["zh"])
+        if missing:
+            raise TemplatesMissing(
+                f"labels not defined in both languages: {', '.join(sorted(missing))}"
+            )
+
+    def _check_complete(self) -> None:
+        names: dict[str, set[str]] = {}
+        for lang in LANGUAGES:
+            folder = self.directory / lang
+            if not folder.is_dir():
+                raise TemplatesMissing(f"no templates for {lang!r}: {folder} is missing")
+            names[lang] = {p.relative_to(folder).as_posix() for p in folder.rglob("*.html")}
+            if not names[lang]:
+                raise TemplatesMissing(f"no templates for {lang!r} in {folder}")
+        lonely = names["en"] ^ names["zh"]
+        if lonely:
+            raise TemplatesMissing(
+                f"templates not written in both languages: {', '.join(sorted(lonely))}"
+            )
+
+    def _load_labels(self, lang: str) -> dict[str, str]:
+        """labels.toml and labels_<topic>.toml of one language, merged; a key twice is an error."""
+        labels: dict[str, str] = {}
+        for path in sorted((self.directory / lang).glob("labels*.toml")):
+            with path.open("rb") as handle:
+                raw = tomllib.load(handle)
+            for key, value in raw.items():
+                if key in labels:
+                    raise TemplatesMissing(f"{path}: label {key!r} is defined twice")
+                labels[str(key)] = str(value)
+        return labels
+
+    # Formatting, shared by templates (as filters) and labels (as methods).
+    def number(self, lang: str, value: int | Decimal) -> str:
+        return format_decimal(value, locale=LOCALES[_lang(lang)])
+
+    def money(self, lang: str, minor: int) -> str:
+        """Minor units in the shop's currency: 248050 -> "CN¥2,480.50" / "¥2,480.50"."""
+        amount = Decimal(minor) / MINOR_PER_UNIT
+        return format_currency(amount, self.currency, locale=LOCALES[_lang(lang)])
+
+    def day(self, lang: str, value: date | datetime) -> str:
+        return format_date(value, _DATE_PATTERNS[_lang(lang)], locale=LOCALES[_lang(lang)])
+
+    def plural(self, lang: str, count: int, one: str, other: str) -> str:
+        """The word for ``count`` by the language's plural rules (Chinese has one form)."""
+        form = Locale.parse(LOCALES[_lang(lang)]).plural_form(count)
+        return one if form == "one" else other
+
+    @pass_context
+    def _money_filter(self, context: Context, minor: int) -> str:
+        return self.money(_context_lang(context), minor)
+
+    @pass_context
+    def _number_filter(self, context: Context, value: int | Decimal) -> str:
+        return self.number(_context_lang(context), value)
+
+    @pass_context
+    def _day_filter(self, context: Context, value: date | datetime, lang: str | None = None) -> str:
+        return self.day(lang or _context_lang(context), value)
+
+    @pass_context
+    def _plural_filter(self, context: Context, count: int, one: str, other: str) -> str:
+        return self.plural(_context_lang(context), count, one, other)
+
+    def render(self, lang: str, name: str, /, **context: Any) -> str:
+        """Render templates/<lang>/<name>.html with ``lang`` in the context."""
+        template = self.env.get_template(f"{_lang(lang)}/{name}.html")
+        return template.render(lang=_lang(lang), **context).strip()
+
+    def label(self, lang: str, key: str, /, **context: Any) -> str:
+        text = self._labels[_lang(lang)][key]
+        return text.format(**context) if context else text
+
+    def labels_everywhere(self, key: str) -> frozenset[str]:
+        """A label in every language: a menu button press matches whichever the member sees."""
+        return frozenset(self._labels[lang][key] for lang in LANGUAGES)
+
+    def commands(self, lang: str) -> list[tuple[str, str]]:
+        """(command, description) pairs from the labels named ``command_<name>``."""
+        return [
+            (key.removeprefix("command_"), text)
+            for key, text in self._labels[_lang(lang)].items()
+            if key.startswith("command_")
+        ]
+
+
+@cache
+def load_texts(directory: Path | None = None, currency: str = "CNY") -> Texts:
+    """The texts of the installed templates (or of ``directory``), loaded once per process."""
+    return Texts(directory or templates_dir(), currency=currency)

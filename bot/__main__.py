@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from bot.settings import SettingsError, load_settings
@@ -40,15 +39,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     from bot.db import migrate  # imported late: --help stays instant
+    from bot.logs import configure_logging
     from handlers.texts import TemplatesMissing, load_texts
 
     try:
         settings = load_settings()
+        configure_logging(
+            secret.get_secret_value()
+            for secret in (settings.bot_token, settings.pos_api_token)
+            if secret is not None
+        )
         if args.command == "migrate":
             migrate(settings.database_url)
             print("database is up to date")
@@ -73,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(settings, program=program)
         await run(app)
 
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except SettingsError as exc:  # e.g. a token Telegram refuses
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     return 0
 
 

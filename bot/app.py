@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -14,17 +15,24 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.types import BotCommand
+from aiogram.exceptions import (
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import BotCommand, User
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db import create_engine, create_session_factory
 from bot.http import EmbeddedServer, create_http_app
+from bot.logs import UpdateLog
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
 from bot.scheduler import catch_up, schedule_jobs
 from bot.sender import OutboxSender
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from handlers.texts import LANGUAGES, Texts, load_texts
 from domain.clock import Clock, SystemClock
 from domain.program import Program, load_program
@@ -89,6 +97,7 @@ def create_app(
         staff_ids=settings.staff, admin_ids=settings.admin_ids,
     )
     dispatcher.update.outer_middleware(in_flight)
+    dispatcher.update.outer_middleware(UpdateLog())
     dispatcher.update.outer_middleware(Throttle(texts))
     dispatcher.update.outer_middleware(DatabaseSession(session_factory))
     dispatcher.update.outer_middleware(CurrentMember())
@@ -122,6 +131,34 @@ async def register_commands(bot: Bot, texts: Texts) -> None:
         await bot.set_my_commands(commands, language_code=None if lang == "en" else lang)
 
 
+async def reach_telegram(
+    bot: Bot, stopping: asyncio.Event, *, first_delay: float = 1.0, max_delay: float = 60.0
+) -> User | None:
+    """Ask Telegram who we are, retrying with backoff while it cannot be reached; None when
+    asked to stop meanwhile. A token Telegram refuses is a settings error, not a retry."""
+    delay = first_delay
+    while not stopping.is_set():
+        try:
+            return await bot.get_me()
+        except TelegramUnauthorizedError as exc:
+            raise SettingsError(
+                "BOT_TOKEN was refused by Telegram (401 Unauthorized): check it with @BotFather"
+            ) from exc
+        except TelegramRetryAfter as exc:
+            delay = max(delay, float(exc.retry_after))
+            reason = f"flood control, retry after {exc.retry_after} s"
+        except (TelegramNetworkError, TelegramServerError, OSError) as exc:
+            reason = type(exc).__name__
+        log.warning(
+            "Telegram cannot be reached at %s (%s); retrying in %.0f s",
+            bot.session.api.base.split("/bot")[0], reason, delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
+        delay = min(delay * 2, max_delay)
+    return None
+
+
 async def run(app: App) -> None:
     """Long polling, the scheduler and the HTTP server in one loop until SIGINT/SIGTERM."""
     loop = asyncio.get_running_loop()
@@ -134,6 +171,11 @@ async def run(app: App) -> None:
             log_level="warning", lifespan="off",
         )
     )
+    me = await reach_telegram(app.bot, app.stopping)
+    if me is None:  # stopped before Telegram could be reached
+        await app.close()
+        return
+    log.info("connected to Telegram as @%s", me.username)
     app.scheduler.start()
     catching_up = asyncio.create_task(
         catch_up(app.session_factory, app.shop, app.sender.signal), name="catch-up"

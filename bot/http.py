@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -11,8 +12,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.logs import RequestLog
 from domain.shop import Shop
 from handlers import api
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """The till API of Member Companion. Every call under `/api/v1` needs
 `Authorization: Bearer <POS_API_TOKEN>`. Amounts are decimal strings in the shop's currency
@@ -40,14 +44,17 @@ def create_http_app(
     app.state.pos_token = pos_token
     app.state.outbox_ready = outbox_ready
     api.install(app)
+    app.add_middleware(RequestLog)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
         try:
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-        except Exception as exc:  # any failure to reach the database is "unhealthy"
-            return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, 503)
+        except Exception:  # any failure to reach the database is "unhealthy"
+            # The reason goes to the log, never to the caller (it names hosts and ports).
+            log.warning("health check: the database cannot be reached", exc_info=True)
+            return JSONResponse({"status": "unavailable", "database": "unavailable"}, 503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
     return app

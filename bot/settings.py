@@ -34,6 +34,21 @@ class Settings(BaseSettings):
     program_file: Path = DEFAULT_PROGRAM_FILE
     phone_region: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
 
+    @field_validator("bot_token", "telegram_api_url", "pos_api_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `.env.example` lists optional settings with nothing after `=`: that means "not set".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("program_file", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return DEFAULT_PROGRAM_FILE
+        return value
+
     @field_validator("bot_token")
     @classmethod
     def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:

@@ -1,0 +1,130 @@
+"""Logs an operator can use: one line per update and per till request (member id, status,
+duration; never a phone number or a name), no start-up noise, and no secret in any line."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiogram import BaseMiddleware
+from aiogram.dispatcher.event.bases import UNHANDLED
+from aiogram.types import TelegramObject, Update
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+update_log = logging.getLogger("companion.updates")
+request_log = logging.getLogger("companion.requests")
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+# Libraries that log a line per job added, per update handled or per request: ours replace them.
+_NOISY = ("apscheduler", "aiogram.event", "aiogram.dispatcher", "uvicorn.access", "alembic",
+          "httpx")
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces every secret (the bot token, the till token) in a record with a placeholder,
+    whichever library wrote it (aiogram and aiohttp put the token in request URLs)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        redacted = message
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "<secret>")
+        if record.exc_info and record.exc_info[1] is not None:
+            # Tracebacks are formatted later; render them now so the secret can be taken out.
+            formatter = logging.Formatter()
+            text = formatter.formatException(record.exc_info)
+            for secret in self.secrets:
+                text = text.replace(secret, "<secret>")
+            redacted = f"{redacted}\n{text}"
+            record.exc_info = None
+            record.exc_text = None
+        if redacted != message or record.args:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def configure_logging(secrets: Iterable[str] = ()) -> None:
+    """Plain lines on stderr, secrets redacted, the libraries' per-event chatter quieted."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    redact = RedactSecrets(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact)
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _update_kind(update: Update) -> str:
+    if update.message is not None:
+        text = update.message.text or ""
+        return text.split(maxsplit=1)[0].split("@")[0] if text.startswith("/") else "message"
+    if update.callback_query is not None:
+        data = update.callback_query.data or ""
+        return f"button:{data.split(':', 1)[0]}"
+    return update.event_type
+
+
+class UpdateLog(BaseMiddleware):
+    """One line per update: its id, what it was (a command or a button's prefix, never the
+    text), the member id, the outcome and the time it took."""
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        status = "ok"
+        try:
+            result = await handler(event, data)
+            if result is UNHANDLED:
+                status = "unhandled"
+            return result
+        except Exception:
+            status = "error"
+            raise
+        finally:
+            if isinstance(event, Update):
+                member = data.get("member")
+                update_log.info(
+                    "update %s %s member=%s %s %.0f ms", event.update_id, _update_kind(event),
+                    getattr(member, "id", "-"), status, (time.perf_counter() - started) * 1000,
+                )
+
+
+class RequestLog:
+    """ASGI middleware: one line per HTTP request with the route (not the raw path, which may
+    hold a phone number), the status, the member id a route recorded, and the duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "(no route)"
+            member = scope.get("state", {}).get("member_id", "-")
+            request_log.info(
+                "%s %s member=%s %s %.0f ms", scope["method"], path, member, status,
+                (time.perf_counter() - started) * 1000,
+            )

@@ -8,7 +8,6 @@ import logging
 import signal
 from dataclasses import dataclass, field
 
-import uvicorn
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -27,18 +26,18 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db import create_engine, create_session_factory
-from bot.http import EmbeddedServer, create_http_app
+from bot.http import EmbeddedServer, create_http_app, server_config
 from bot.logs import UpdateLog
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
 from bot.scheduler import catch_up, schedule_jobs
 from bot.sender import OutboxSender
 from bot.settings import Settings, SettingsError
-from handlers.texts import LANGUAGES, Texts, load_texts
 from domain.clock import Clock, SystemClock
 from domain.program import Program, load_program
 from domain.shop import Shop
 from handlers import build_router
 from handlers.outbox_signal import OutboxSignal
+from handlers.texts import LANGUAGES, Texts, load_texts
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 20
@@ -166,10 +165,7 @@ async def run(app: App) -> None:
         loop.add_signal_handler(sig, app.stopping.set)
 
     server = EmbeddedServer(
-        uvicorn.Config(
-            app.http, host=app.settings.api_host, port=app.settings.api_port,
-            log_level="warning", lifespan="off",
-        )
+        server_config(app.http, app.settings.api_host, app.settings.api_port)
     )
     me = await reach_telegram(app.bot, app.stopping)
     if me is None:  # stopped before Telegram could be reached

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import resource
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.guard import DEFAULT_LIMITS, GuardedH11Protocol, HttpLimits, TillGuard
 from bot.logs import RequestLog
 from domain.shop import Shop
 from handlers import api
@@ -30,6 +32,7 @@ def create_http_app(
     shop: Shop | None = None,
     pos_token: str | None = None,
     outbox_ready: Callable[[], None] = lambda: None,
+    limits: HttpLimits = DEFAULT_LIMITS,
 ) -> FastAPI:
     app = FastAPI(
         title="Member Companion till API",
@@ -44,6 +47,10 @@ def create_http_app(
     app.state.pos_token = pos_token
     app.state.outbox_ready = outbox_ready
     api.install(app)
+    # Added last is outermost: the log sees every answer, the guard's refusals included.
+    app.add_middleware(
+        TillGuard, token=pos_token, limits=limits, slots=_till_share(engine, limits.member_share)
+    )
     app.add_middleware(RequestLog)
 
     @app.get("/healthz", include_in_schema=False)
@@ -58,6 +65,36 @@ def create_http_app(
         return JSONResponse({"status": "ok", "database": "ok"})
 
     return app
+
+
+def server_config(
+    app: FastAPI, host: str, port: int, limits: HttpLimits = DEFAULT_LIMITS
+) -> uvicorn.Config:
+    """uvicorn for the bot's loop: our protocol limits, short keep-alive, no lifespan."""
+    _raise_descriptor_limit()
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="off",
+        http=GuardedH11Protocol.with_limits(limits), timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024, backlog=256,
+    )
+
+
+def _raise_descriptor_limit() -> None:
+    """Open files up to the hard limit: connections over the cap are closed, but each one
+    needs a descriptor for the moment it takes to close it."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _till_share(engine: AsyncEngine, member_share: int) -> int:
+    """Database connections the tills may hold at once: the pool less the members' share."""
+    pool = engine.pool
+    size = getattr(pool, "size", None)
+    overflow = getattr(pool, "_max_overflow", 0)
+    total = size() + max(overflow, 0) if callable(size) else 2 * member_share
+    return max(1, total - member_share)
 
 
 class EmbeddedServer(uvicorn.Server):

@@ -52,13 +52,43 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class RepeatLimit(logging.Filter):
+    """A line that can repeat without end (asyncio's "socket.accept() out of system resource"
+    under a connection flood, a failing dependency) is let through ``burst`` times a window;
+    the rest are counted and summed up in one line when the next window lets it through."""
+
+    def __init__(self, burst: int = 5, window: float = 60.0) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self._seen: dict[tuple[str, object], tuple[float, int, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        started, passed, dropped = self._seen.get(key, (now, 0, 0))
+        if now - started > self.window:
+            if dropped:
+                record.msg = f"{record.getMessage()} (and {dropped} more like it before)"
+                record.args = None
+            started, passed, dropped = now, 0, 0
+        if passed >= self.burst:
+            self._seen[key] = (started, passed, dropped + 1)
+            return False
+        self._seen[key] = (started, passed + 1, dropped)
+        if len(self._seen) > 10_000:  # never grows without end itself
+            self._seen.clear()
+        return True
+
+
 def configure_logging(secrets: Iterable[str] = ()) -> None:
     """Plain lines on stderr, secrets redacted, the libraries' per-event chatter quieted."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    redact = RedactSecrets(secrets)
+    redact, repeats = RedactSecrets(secrets), RepeatLimit()
     for handler in logging.getLogger().handlers:
+        handler.addFilter(repeats)
         handler.addFilter(redact)
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from bot.app import App
 from bot.http import create_http_app
-from bot.logs import RedactSecrets
+from bot.logs import RedactSecrets, RepeatLimit
 from domain.models import Member
 from tests.conftest import POS_TOKEN, TEST_TOKEN, Conversation
 from tests.fake_telegram import message_update
@@ -70,3 +70,21 @@ async def test_health_reveals_nothing_about_the_database(tmp_path) -> None:  # t
     await engine.dispose()
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "database": "unavailable"}
+
+
+def test_a_line_that_repeats_without_end_is_let_through_a_few_times_a_window() -> None:
+    limit = RepeatLimit(burst=3, window=60.0)
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, None)
+
+    passed = [limit.filter(record("socket.accept() out of system resource")) for _ in range(1000)]
+    assert passed.count(True) == 3
+    assert limit.filter(record("another line"))  # other lines are not held back
+    # The next window lets it through again and says how many were held back.
+    key = ("asyncio", "socket.accept() out of system resource")
+    started, seen, dropped = limit._seen[key]
+    limit._seen[key] = (started - 61, seen, dropped)
+    again = record("socket.accept() out of system resource")
+    assert limit.filter(again)
+    assert again.getMessage().endswith("(and 997 more like it before)")

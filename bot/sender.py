@@ -26,9 +26,9 @@ What is not sent
     A member who left (status ``deleted`` or no chat) fails the push ("member left"). A
     marketing push to a member who opted out is ``skipped``. Quiet hours (21:00-09:00 local)
     hold back every marketing push and every kind but the ones the member's own action caused
-    (``UNQUIET_KINDS``: receipt, referral reward): their ``not_before`` moves to the next
-    09:00 local. A kind without a template fails
-    ("no template") and is logged.
+    and the account notices (``UNQUIET_KINDS``: receipt, referral reward, account on hold /
+    active again): their ``not_before`` moves to the next 09:00 local. A kind without a
+    template fails ("no template") and is logged.
 
 Stopping and restarting
     No transaction is held while waiting on Telegram or on the limiters. A sender that is
@@ -78,8 +78,9 @@ MAX_BACKOFF_SECONDS = 3600
 BATCH = 200
 WORKERS = 8
 CHAT_INTERVAL_SECONDS = 1.0
-# Caused by the member's own action a moment ago: expected at any hour.
-UNQUIET_KINDS = frozenset({"receipt", "referral_reward"})
+# Caused by the member's own action a moment ago, or a change of their account that the till
+# and the chat already show (frozen, active again): expected at any hour.
+UNQUIET_KINDS = frozenset({"receipt", "referral_reward", "account_frozen", "account_unfrozen"})
 
 T = TypeVar("T")
 

@@ -240,7 +240,7 @@ async def check_in(session: AsyncSession, shop: Shop, member_id: int) -> CheckIn
             if member is None or member.status == DELETED:
                 raise MemberNotFound(member_id=member_id)
             if member.status == FROZEN:
-                raise MemberFrozen(reason=member.frozen_reason)
+                raise MemberFrozen()
             day = shop.today()
             done = (
                 await session.execute(

@@ -13,10 +13,9 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import CouponNotUsable, DomainError, UnknownCoupon
+from domain.errors import CouponNotUsable, DomainError, Reason, UnknownCoupon
 from domain.member_code import new_code, normalize_code
 from domain.models import Coupon
-from domain.money import format_money
 from domain.program import Localized
 from domain.shop import Shop
 from domain.transaction import read_transaction
@@ -120,16 +119,16 @@ async def redeem_for_order(
             select(Coupon).where(Coupon.code == code).execution_options(populate_existing=True)
         )
     if coupon is None:
-        raise UnknownCoupon("coupon_code", "no such coupon")
+        raise UnknownCoupon("coupon_code", Reason.COUPON_UNKNOWN)
     if coupon.member_id != member_id:
-        raise CouponNotUsable("coupon_code", "this coupon belongs to another member")
+        raise CouponNotUsable("coupon_code", Reason.COUPON_OTHER_MEMBER)
     if coupon.status != ACTIVE:
-        raise CouponNotUsable("coupon_code", f"this coupon is {coupon.status}")
+        raise CouponNotUsable("coupon_code", Reason.COUPON_STATUS, status=coupon.status)
     if not coupon.valid_from <= at <= coupon.valid_until:
-        raise CouponNotUsable("coupon_code", "this coupon is not valid at the time of the order")
+        raise CouponNotUsable("coupon_code", Reason.COUPON_NOT_VALID_NOW)
     if amount < coupon.min_spend:
         raise CouponNotUsable(
-            "coupon_code", f"this coupon needs a minimum spend of {format_money(coupon.min_spend)}"
+            "coupon_code", Reason.COUPON_MIN_SPEND, min_spend=coupon.min_spend
         )
     used = await session.execute(
         update(Coupon)
@@ -137,7 +136,7 @@ async def redeem_for_order(
         .values(status=USED, used_at=at, used_order_id=order_id)
     )
     if used.rowcount != 1:  # type: ignore[attr-defined]
-        raise CouponNotUsable("coupon_code", "this coupon has just been used")
+        raise CouponNotUsable("coupon_code", Reason.COUPON_JUST_USED)
     return AppliedCoupon(coupon.id, coupon.code, coupon.kind, discount_for(coupon, amount))
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import points
-from domain.errors import IdempotencyConflict, InvalidInput, MemberFrozen
+from domain.errors import IdempotencyConflict, InvalidInput, MemberFrozen, Reason
 from domain.growth import BEHAVIOUR, add_growth
 from domain.idempotency import fingerprint, with_retry_on_race
 from domain.members import FROZEN, find_member
@@ -38,9 +38,9 @@ async def record_event(
     session: AsyncSession, shop: Shop, *, member_query: str, event_id: str, kind: str
 ) -> Outcome[EventReceipt]:
     if kind not in EVENT_KINDS:
-        raise InvalidInput("kind", f"must be one of: {', '.join(EVENT_KINDS)}")
+        raise InvalidInput("kind", Reason.UNKNOWN_KIND, kinds=list(EVENT_KINDS))
     if not event_id or len(event_id) > 64:
-        raise InvalidInput("event_id", "must be 1 to 64 characters")
+        raise InvalidInput("event_id", Reason.LENGTH, min_length=1, max_length=64)
 
     async def attempt() -> Outcome[EventReceipt]:
         async with write_transaction(session):
@@ -51,12 +51,10 @@ async def record_event(
             )
             if existing is not None:
                 if existing.request_hash != digest:
-                    raise IdempotencyConflict(
-                        f"event {event_id} was already posted with a different body"
-                    )
+                    raise IdempotencyConflict(id=event_id)
                 return Outcome(EventReceipt(**json.loads(existing.response)), replayed=True)
             if member.status == FROZEN:
-                raise MemberFrozen(reason=member.frozen_reason)
+                raise MemberFrozen(member_code=member.code, note=member.frozen_reason)
             event = BehaviourEvent(
                 event_id=event_id, request_hash=digest, member_id=member.id, kind=kind,
                 created_at=shop.now(),

@@ -9,6 +9,7 @@ so an offer goes out once per spell.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import and_, case, func, or_, select, update
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.jobs import JobReport, PlannedPush, apply_plan, keyset_batches
 from domain.models import Member
 from domain.shop import Shop
-from domain.transaction import write_transaction
+from domain.transaction import read_transaction, write_transaction
 
 NEW, ACTIVE, DORMANT, CHURNED = "new", "active", "dormant", "churned"
 
@@ -121,13 +122,26 @@ async def run_lifecycle(
     return report
 
 
-async def callback_list(session: AsyncSession, shop: Shop, *, limit: int = 50) -> list[Member]:
+@dataclass(frozen=True)
+class CallbackEntry:
+    """One member on the staff's call-back list."""
+
+    display_name: str
+    tier: str
+    phone: str | None
+    code: str
+    last_purchase_day: date | None
+
+
+async def callback_list(
+    session: AsyncSession, shop: Shop, *, limit: int = 50
+) -> list[CallbackEntry]:
     """High-value churned members for the staff to call: churned, at or above the program's
-    call-back tier, longest gone first."""
+    call-back tier, longest gone first, with the local day of their last purchase."""
     rules = shop.program.lifecycle
     tiers = [t.key for t in shop.program.tiers[shop.program.tier_index(rules.callback_min_tier):]]
-    return list(
-        (
+    async with read_transaction(session):
+        found = (
             await session.scalars(
                 select(Member)
                 .where(Member.status == "active", Member.stage == CHURNED, Member.tier.in_(tiers))
@@ -135,4 +149,10 @@ async def callback_list(session: AsyncSession, shop: Shop, *, limit: int = 50) -
                 .limit(limit)
             )
         ).all()
-    )
+    return [
+        CallbackEntry(
+            display_name=m.display_name, tier=m.tier, phone=m.phone, code=m.code,
+            last_purchase_day=shop.local_date(m.last_purchase_at) if m.last_purchase_at else None,
+        )
+        for m in found
+    ]

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import points, referrals
+from domain import outbox, points, referrals
 from domain.errors import InvalidPhone, MemberNotFound, NotOwnContact, PhoneTaken
 from domain.growth import growth_total
 from domain.member_code import new_member_code, normalize_member_code
@@ -174,7 +174,6 @@ async def share_phone(
 
 @dataclass(frozen=True)
 class MemberCard:
-    frozen_reason: str | None
     frozen: bool
     name: str
     code: str
@@ -190,7 +189,6 @@ async def member_card(session: AsyncSession, shop: Shop, member: Member) -> Memb
         growth = await growth_total(session, shop, member.id)
     return MemberCard(
         frozen=member.status == FROZEN,
-        frozen_reason=member.frozen_reason,
         name=member.display_name,
         code=member.code,
         balance=member.points_balance,
@@ -206,21 +204,53 @@ async def remember_card_file(session: AsyncSession, member: Member, file_id: str
         member.card_file_id = file_id
 
 
-async def freeze(session: AsyncSession, shop: Shop, code_or_phone: str, reason: str) -> Member:
-    """Staff freeze a suspicious member: the till refuses them, the mall will not redeem."""
+@dataclass(frozen=True)
+class AccountHold:
+    """A member's standing after staff froze or unfroze them. ``note`` is the staff's internal
+    note (never shown to the member); ``told`` when the status changed and the member's
+    neutral notice was queued."""
+
+    code: str
+    frozen: bool
+    note: str | None
+    told: bool
+
+
+FROZEN_PUSH = "account_frozen"
+UNFROZEN_PUSH = "account_unfrozen"
+
+
+async def freeze(session: AsyncSession, shop: Shop, code_or_phone: str, note: str) -> AccountHold:
+    """Staff freeze a suspicious member: the till refuses them, the mall will not redeem. The
+    member is told, neutrally (never the note), in the same transaction."""
     async with write_transaction(session):
         member = await find_member(session, shop, code_or_phone)
+        told = member.status != FROZEN
         member.status = FROZEN
-        member.frozen_reason = reason.strip()[:255] or None
-    return member
+        member.frozen_reason = note.strip()[:255] or None
+        if told:
+            await _tell(session, shop, member, FROZEN_PUSH)
+    return AccountHold(member.code, frozen=True, note=member.frozen_reason, told=told)
 
 
-async def unfreeze(session: AsyncSession, shop: Shop, code_or_phone: str) -> Member:
+async def unfreeze(session: AsyncSession, shop: Shop, code_or_phone: str) -> AccountHold:
+    """Staff make a frozen member's account active again; the member is told."""
     async with write_transaction(session):
         member = await find_member(session, shop, code_or_phone)
+        told = member.status == FROZEN
         member.status = ACTIVE
         member.frozen_reason = None
-    return member
+        if told:
+            await _tell(session, shop, member, UNFROZEN_PUSH)
+    return AccountHold(member.code, frozen=False, note=None, told=told)
+
+
+async def _tell(session: AsyncSession, shop: Shop, member: Member, kind: str) -> None:
+    # Not marketing: every member is told, whatever their offers setting.
+    await outbox.enqueue(
+        session, shop, member_id=member.id, kind=kind,
+        key=f"{kind}:{member.id}:{shop.now().isoformat()}", payload={},
+    )
 
 
 async def set_reachable(session: AsyncSession, member: Member, reachable: bool) -> None:

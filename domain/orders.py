@@ -24,6 +24,7 @@ from domain.errors import (
     MemberFrozen,
     OffsetNotAllowed,
     OrderNotFound,
+    Reason,
     RefundTooLarge,
 )
 from domain.growth import PURCHASE, add_growth
@@ -84,21 +85,21 @@ class Outcome(Generic[R]):
 def _validate_order(shop: Shop, request: OrderRequest) -> datetime:
     rules = shop.program.orders
     if not request.order_id or len(request.order_id) > 64:
-        raise InvalidInput("order_id", "must be 1 to 64 characters")
+        raise InvalidInput("order_id", Reason.LENGTH, min_length=1, max_length=64)
     if request.amount <= 0:
-        raise InvalidInput("amount", "must be greater than zero")
+        raise InvalidInput("amount", Reason.NOT_POSITIVE)
     if request.amount > rules.max_amount:
-        raise InvalidInput("amount", f"above the largest order allowed ({format_money(rules.max_amount)})")
+        raise InvalidInput("amount", Reason.ABOVE_MAX, limit=rules.max_amount)
     if request.redeem_points < 0:
-        raise InvalidInput("redeem_points", "must not be negative")
+        raise InvalidInput("redeem_points", Reason.NEGATIVE)
     now = shop.now()
     occurred = request.occurred_at or now
     if occurred.tzinfo is None:
-        raise InvalidInput("occurred_at", "must carry a time zone offset")
+        raise InvalidInput("occurred_at", Reason.NO_TIMEZONE)
     if occurred > now + CLOCK_SKEW:
-        raise InvalidInput("occurred_at", "is in the future")
+        raise InvalidInput("occurred_at", Reason.IN_FUTURE)
     if occurred < now - timedelta(days=rules.max_age_days):
-        raise InvalidInput("occurred_at", f"is older than {rules.max_age_days} days")
+        raise InvalidInput("occurred_at", Reason.TOO_OLD, days=rules.max_age_days)
     return occurred
 
 
@@ -155,9 +156,7 @@ def _receipt(order: Order) -> OrderReceipt:
 async def _claim_order(session: AsyncSession, order_id: str, digest: str) -> Order | None:
     existing = await session.scalar(select(Order).where(Order.order_id == order_id))
     if existing is not None and existing.request_hash != digest:
-        raise IdempotencyConflict(
-            f"order {order_id} was already posted with a different body", order_id=order_id
-        )
+        raise IdempotencyConflict(id=order_id)
     return existing
 
 
@@ -174,7 +173,7 @@ async def place_order(session: AsyncSession, shop: Shop, request: OrderRequest) 
                 return Outcome(_receipt(existing), replayed=True)
             member = await find_member(session, shop, request.member)
             if member.status == FROZEN:
-                raise MemberFrozen(reason=member.frozen_reason)
+                raise MemberFrozen(member_code=member.code, note=member.frozen_reason)
             order = Order(
                 order_id=request.order_id, request_hash=digest, member_id=member.id,
                 amount=request.amount, occurred_at=occurred, created_at=shop.now(),
@@ -212,14 +211,13 @@ async def _fill_order(
         per_unit = rules.points.offset_points_per_unit
         step = max(per_unit // MINOR_PER_UNIT, 1)
         if request.redeem_points % step:
-            raise OffsetNotAllowed("redeem_points", f"must be a multiple of {step}")
+            raise OffsetNotAllowed("redeem_points", Reason.OFFSET_STEP, step=step)
         offset = points_to_money(shop, request.redeem_points)
         cap = after_coupon * rules.points.offset_max_percent // 100
         if offset > cap:
             raise OffsetNotAllowed(
-                "redeem_points",
-                f"at most {money_to_points(shop, cap)} points "
-                f"({rules.points.offset_max_percent}% of {format_money(after_coupon)})",
+                "redeem_points", Reason.OFFSET_CAP, max_points=money_to_points(shop, cap),
+                percent=rules.points.offset_max_percent, amount=after_coupon,
             )
         try:
             spent = await points.spend(
@@ -228,7 +226,7 @@ async def _fill_order(
             )
         except InsufficientPoints as exc:
             raise OffsetNotAllowed(
-                "redeem_points", f"the balance is {exc.details['balance']} points"
+                "redeem_points", Reason.OFFSET_BALANCE, balance=exc.details["balance"]
             ) from exc
         order.points_redeemed, order.offset, order.spend_entry_id = (
             request.redeem_points, offset, spent.entry_id,
@@ -327,9 +325,9 @@ async def refund_order(
     """Take back the points and growth of the refunded share and return its offset points.
     Refunds never exceed the order; refund_id is idempotent; the tier is re-checked."""
     if not refund_id or len(refund_id) > 64:
-        raise InvalidInput("refund_id", "must be 1 to 64 characters")
+        raise InvalidInput("refund_id", Reason.LENGTH, min_length=1, max_length=64)
     if amount <= 0:
-        raise InvalidInput("amount", "must be greater than zero")
+        raise InvalidInput("amount", Reason.NOT_POSITIVE)
     digest = fingerprint({"order_id": order_id, "amount": amount})
 
     async def attempt() -> Outcome[RefundReceipt]:
@@ -337,9 +335,7 @@ async def refund_order(
             existing = await session.scalar(select(Refund).where(Refund.refund_id == refund_id))
             if existing is not None:
                 if existing.request_hash != digest:
-                    raise IdempotencyConflict(
-                        f"refund {refund_id} was already posted with a different body"
-                    )
+                    raise IdempotencyConflict(id=refund_id)
                 return Outcome(RefundReceipt(**json.loads(existing.response)), replayed=True)
             order = await session.scalar(
                 select(Order).where(Order.order_id == order_id).with_for_update()
@@ -365,7 +361,7 @@ async def _apply_refund(
     left = order.amount - order.refunded
     if refund.amount > left:
         raise RefundTooLarge(
-            "amount", f"only {format_money(left)} of order {order.order_id} is left to refund"
+            "amount", Reason.REFUND_OVER_LEFT, left=left, order_id=order.order_id
         )
     refunded = order.refunded + refund.amount
     take_points = _share(order.points_earned, refunded, order.amount) - order.points_taken_back

@@ -278,6 +278,6 @@ async def invitation(
     """The member's personal link and what it brought. A frozen member is refused: their link
     would promise rewards that are not paid."""
     if member.status == FROZEN:
-        raise MemberFrozen(reason=member.frozen_reason)
+        raise MemberFrozen()
     summary = await referral_summary(session, shop, member.id)
     return Invitation(invite_link(bot_username, member.code), summary)

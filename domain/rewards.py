@@ -166,7 +166,7 @@ async def offer(session: AsyncSession, shop: Shop, member: Member, key: str) -> 
 def check_redeemable(offer: Offer, member: Member) -> None:
     """Raise the refusal a redemption would meet now, if any (a preview: ``redeem`` decides)."""
     if member.status == FROZEN:
-        raise MemberFrozen(reason=member.frozen_reason)
+        raise MemberFrozen()
     _check(offer.reward, offer.min_tier, tier_ok=offer.tier_ok, redeemed=offer.redeemed,
            balance=offer.balance)
     if not offer.in_stock:
@@ -224,7 +224,7 @@ async def redeem(
             if member is None:
                 raise MemberNotFound(member_id=member_id)
             if member.status == FROZEN:
-                raise MemberFrozen(reason=member.frozen_reason)
+                raise MemberFrozen()
             # Counted under the member's lock: a concurrent redemption of the same member
             # waits here and then sees this one's coupon.
             redeemed = int(

@@ -7,7 +7,7 @@ and for a bad field the field; the OpenAPI document at /api/v1/openapi.json desc
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain import coupons, members, orders
-from domain.errors import DomainError, InvalidInput
+from domain.errors import DomainError, InvalidInput, Reason
 from domain.events import EventReceipt, record_event
 from domain.growth import growth_total
 from domain.money import format_money, parse_money
@@ -178,7 +178,52 @@ def _money(text: str, field: str) -> int:
     try:
         return parse_money(text)
     except ValueError as exc:
-        raise InvalidInput(field, str(exc)) from exc
+        raise InvalidInput(field, Reason.NOT_MONEY) from exc
+
+
+# The till API answers machines in English, worded here from the error's reason and values
+# (the chat words the same errors in each reader's language, in templates/<lang>/errors/).
+REASON_MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
+    Reason.LENGTH: lambda d: f"must be {d['min_length']} to {d['max_length']} characters",
+    Reason.NOT_MONEY: lambda d: "is not a decimal amount such as 199.00",
+    Reason.NOT_POSITIVE: lambda d: "must be greater than zero",
+    Reason.ABOVE_MAX: lambda d: f"above the largest order allowed ({format_money(d['limit'])})",
+    Reason.NEGATIVE: lambda d: "must not be negative",
+    Reason.NO_TIMEZONE: lambda d: "must carry a time zone offset",
+    Reason.IN_FUTURE: lambda d: "is in the future",
+    Reason.TOO_OLD: lambda d: f"is older than {d['days']} days",
+    Reason.UNKNOWN_KIND: lambda d: f"must be one of: {', '.join(d['kinds'])}",
+    Reason.OFFSET_STEP: lambda d: f"must be a multiple of {d['step']}",
+    Reason.OFFSET_CAP: lambda d: (
+        f"at most {d['max_points']} points ({d['percent']}% of {format_money(d['amount'])})"
+    ),
+    Reason.OFFSET_BALANCE: lambda d: f"the balance is {d['balance']} points",
+    Reason.COUPON_UNKNOWN: lambda d: "no such coupon",
+    Reason.COUPON_OTHER_MEMBER: lambda d: "this coupon belongs to another member",
+    Reason.COUPON_STATUS: lambda d: f"this coupon is {d['status']}",
+    Reason.COUPON_NOT_VALID_NOW: lambda d: "this coupon is not valid at the time of the order",
+    Reason.COUPON_MIN_SPEND: lambda d: (
+        f"this coupon needs a minimum spend of {format_money(d['min_spend'])}"
+    ),
+    Reason.COUPON_JUST_USED: lambda d: "this coupon has just been used",
+    Reason.REFUND_OVER_LEFT: lambda d: (
+        f"only {format_money(d['left'])} of order {d['order_id']} is left to refund"
+    ),
+}
+_MESSAGES = {
+    "member_not_found": "no member with that code or phone number",
+    "member_frozen": "the member is frozen",  # the staff's note stays out of the answer
+    "idempotency_conflict": "the id was used before with a different body",
+    "order_not_found": "no such order",
+}
+
+
+def api_message(error: DomainError) -> str:
+    """The English ``message`` of an API error, from its code, reason and values."""
+    wording = REASON_MESSAGES.get(error.reason)
+    if wording is not None:
+        return wording(error.details)
+    return _MESSAGES.get(error.code, error.default_message)
 
 
 def build_router() -> APIRouter:
@@ -294,7 +339,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         status = 422 if isinstance(exc, InvalidInput) else STATUS_BY_CODE.get(exc.code, 400)
-        body: dict[str, Any] = {"error": exc.code, "message": str(exc)}
+        body: dict[str, Any] = {"error": exc.code, "message": api_message(exc)}
         if isinstance(exc, InvalidInput):
             body["field"] = exc.field
         return JSONResponse(body, status_code=status)

@@ -10,12 +10,12 @@ from aiogram.filters import Command
 from aiogram.types import BufferedInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import Texts
 from domain import members
 from domain.models import Member
 from domain.shop import Shop
 from handlers.filters import MenuButton
 from handlers.media import qr_png
+from handlers.texts import Texts
 
 
 async def card(

@@ -1,4 +1,5 @@
-"""Domain errors become replies here, in one place."""
+"""Domain errors become replies here, in one place: the template ``errors/<code>`` words the
+error's reason and values in the reader's language."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import logging
 
 from aiogram import Router
 from aiogram.filters import ExceptionTypeFilter
-from aiogram.types import ErrorEvent
+from aiogram.types import ErrorEvent, User
 
-from handlers.texts import Texts
 from domain.errors import DomainError
+from handlers.texts import Texts
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,24 @@ async def _reply(event: ErrorEvent, text: str) -> None:
         await update.callback_query.answer(text[:200], show_alert=True)
 
 
-async def domain_error(event: ErrorEvent, texts: Texts, lang: str = "en") -> None:
+def _sender(event: ErrorEvent) -> User | None:
+    update = event.update
+    if update.message is not None:
+        return update.message.from_user
+    if update.callback_query is not None:
+        return update.callback_query.from_user
+    return None
+
+
+async def domain_error(
+    event: ErrorEvent, texts: Texts, lang: str = "en", staff_ids: frozenset[int] = frozenset()
+) -> None:
     error = event.exception
     assert isinstance(error, DomainError)
-    context = {"message": str(error), **error.details}
+    sender = _sender(event)
+    # Staff read what the shop may know (e.g. a frozen member's note); members never do.
+    staff = sender is not None and sender.id in staff_ids
+    context = {**error.details, "reason": error.reason, "details": error.details, "staff": staff}
     await _reply(event, texts.render(lang, f"errors/{error.code}", **context))
 
 

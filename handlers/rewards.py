@@ -38,7 +38,7 @@ async def _catalog(
     offers = await rewards.catalog(session, shop, member)
     text = texts.render(
         lang, "rewards/catalog", offers=offers, balance=offers[0].balance if offers else 0,
-        frozen=member.status == FROZEN, frozen_reason=member.frozen_reason,
+        frozen=member.status == FROZEN,
     )
     markup = InlineKeyboardMarkup(
         inline_keyboard=[

@@ -10,13 +10,12 @@ from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message, User
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import Texts
 from domain import lifecycle, members, orders
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, Reason
 from domain.money import MoneyFormatError, parse_money
 from domain.shop import Shop
-from domain.transaction import read_transaction
 from handlers.outbox_signal import OutboxSignal
+from handlers.texts import Texts
 
 
 class IsStaff(Filter):
@@ -31,7 +30,7 @@ def _amount(text: str) -> int:
     try:
         return parse_money(text)
     except MoneyFormatError as exc:
-        raise InvalidInput("amount", "is not a decimal amount such as 199.00") from exc
+        raise InvalidInput("amount", Reason.NOT_MONEY) from exc
 
 
 def _request_id(message: Message) -> str:
@@ -63,7 +62,7 @@ async def sale(
 
 async def refund(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
-    lang: str,
+    lang: str, outbox_signal: OutboxSignal,
 ) -> None:
     args = (command.args or "").split()
     if len(args) != 2:
@@ -72,6 +71,7 @@ async def refund(
     outcome = await orders.refund_order(
         session, shop, order_id=args[0], refund_id=_request_id(message), amount=_amount(args[1])
     )
+    outbox_signal.wake()  # the member's refund notice, if any
     await message.answer(
         texts.render(
             lang, "staff/refund_done", r=asdict(outcome.result), replayed=outcome.replayed,
@@ -82,46 +82,38 @@ async def refund(
 
 async def freeze(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
-    lang: str,
+    lang: str, outbox_signal: OutboxSignal,
 ) -> None:
     parts = (command.args or "").split(maxsplit=1)
     if len(parts) != 2:
         await message.answer(texts.render(lang, "staff/freeze_usage"))
         return
-    member = await members.freeze(session, shop, parts[0], parts[1])
-    await message.answer(
-        texts.render(lang, "staff/frozen", frozen=True, code=member.code, reason=member.frozen_reason)
-    )
+    hold = await members.freeze(session, shop, parts[0], parts[1])
+    outbox_signal.wake()
+    await message.answer(texts.render(lang, "staff/frozen", hold=hold))
 
 
 async def unfreeze(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
-    lang: str,
+    lang: str, outbox_signal: OutboxSignal,
 ) -> None:
     parts = (command.args or "").split()
     if len(parts) != 1:
         await message.answer(texts.render(lang, "staff/freeze_usage"))
         return
-    member = await members.unfreeze(session, shop, parts[0])
-    await message.answer(
-        texts.render(lang, "staff/frozen", frozen=False, code=member.code, reason=None)
-    )
+    hold = await members.unfreeze(session, shop, parts[0])
+    outbox_signal.wake()
+    await message.answer(texts.render(lang, "staff/frozen", hold=hold))
 
 
-async def callbacks(message: Message, session: AsyncSession, shop: Shop, texts: Texts, lang: str) -> None:
+async def callbacks(
+    message: Message, session: AsyncSession, shop: Shop, texts: Texts, lang: str
+) -> None:
     """High-value churned members for the staff to call."""
-    async with read_transaction(session):
-        found = await lifecycle.callback_list(session, shop)
-    rows = [
-        {
-            "display_name": m.display_name, "tier": m.tier, "phone": m.phone, "code": m.code,
-            "last_purchase_day": shop.local_date(m.last_purchase_at) if m.last_purchase_at else None,
-        }
-        for m in found
-    ]
+    found = await lifecycle.callback_list(session, shop)
     await message.answer(
         texts.render(
-            lang, "staff/callbacks", members=rows, program=shop.program,
+            lang, "staff/callbacks", members=found, program=shop.program,
             days=shop.program.lifecycle.churned_days,
         )
     )

@@ -392,7 +392,7 @@ async def test_frozen_member_is_refused_and_nothing_is_credited(
             update(Member).where(Member.id == member_id).values(status=members.FROZEN)
         )
     text = await _checkin(chat)
-    assert "membership is paused" in text
+    assert "account is on hold" in text
     assert await _count(session, select(func.count(CheckIn.id))) == 0
     assert await _balance(session) == SIGNUP
 

@@ -383,7 +383,8 @@ async def test_frozen_member_is_not_shown_a_link(
     await session.commit()
     await chat.send(message_update(INVITER, "/invite"))
     assert chat.fake.calls_of("sendPhoto") == []
-    assert "paused" in chat.fake.calls_of("sendMessage")[-1].params["text"]
+    refusal = chat.fake.calls_of("sendMessage")[-1].params["text"]
+    assert "account is on hold" in refusal and "review" not in refusal
 
 
 # --------------------------------------------------------------------------- leaderboard

@@ -264,15 +264,17 @@ async def test_over_the_limit_takes_nothing(
     await _refused(chat, session, member_id, "counter_gift", "the most allowed per member")
 
 
-async def test_frozen_member_sees_why_and_cannot_redeem(
+async def test_frozen_member_is_on_hold_and_cannot_redeem(
     chat: Conversation, session: AsyncSession, shop: Shop
 ) -> None:
     member_id = await _register(chat, session)
     await _give_points(session, shop, member_id, 5000)
     await _set_member(session, member_id, status="frozen", frozen_reason="under review")
-    await _refused(chat, session, member_id, "five_off", "paused: under review")
+    await _refused(chat, session, member_id, "five_off", "account is on hold")
+    assert "under review" not in _alerts(chat)[-1]
     await chat.send(message_update(MEMBER, "/rewards"))
-    assert "paused: under review" in chat.fake.calls_of("sendMessage")[-1].params["text"]
+    catalog = chat.fake.calls_of("sendMessage")[-1].params["text"]
+    assert "account is on hold" in catalog and "under review" not in catalog
 
 
 async def test_refusal_in_chinese(chat: Conversation, session: AsyncSession) -> None:

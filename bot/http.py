@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.guard import DEFAULT_LIMITS, GuardedH11Protocol, HttpLimits, TillGuard
 from bot.logs import RequestLog
+from bot.settings import DEFAULT_PROGRAM_FILE
+from domain.program import load_program
 from domain.shop import Shop
 from handlers import api
 
@@ -46,7 +48,7 @@ def create_http_app(
     app.state.shop = shop
     app.state.pos_token = pos_token
     app.state.outbox_ready = outbox_ready
-    api.install(app)
+    api.install(app, shop.program if shop is not None else load_program(DEFAULT_PROGRAM_FILE))
     # Added last is outermost: the log sees every answer, the guard's refusals included.
     app.add_middleware(
         TillGuard, token=pos_token, limits=limits, slots=_till_share(engine, limits.member_share)

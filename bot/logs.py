@@ -11,6 +11,7 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import TelegramObject, Update
+from sqlalchemy import inspect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 update_log = logging.getLogger("companion.updates")
@@ -104,6 +105,16 @@ def _update_kind(update: Update) -> str:
     return update.event_type
 
 
+def _member_id(member: object) -> object:
+    """The member's id without touching the database: by now the update's session is closed
+    and the object may be expired, so its identity key is read, not its attribute."""
+    if member is None:
+        return "-"
+    state = inspect(member, raiseerr=False)
+    identity = state.identity if state is not None else None
+    return identity[0] if identity else "-"
+
+
 class UpdateLog(BaseMiddleware):
     """One line per update: its id, what it was (a command or a button's prefix, never the
     text), the member id, the outcome and the time it took."""
@@ -121,10 +132,10 @@ class UpdateLog(BaseMiddleware):
             raise
         finally:
             if isinstance(event, Update):
-                member = data.get("member")
                 update_log.info(
                     "update %s %s member=%s %s %.0f ms", event.update_id, _update_kind(event),
-                    getattr(member, "id", "-"), status, (time.perf_counter() - started) * 1000,
+                    _member_id(data.get("member")), status,
+                    (time.perf_counter() - started) * 1000,
                 )
 
 

@@ -4,30 +4,32 @@ Bearer-token auth compared in constant time; every refusal is a JSON body naming
 and for a bad field the field; the OpenAPI document at /api/v1/openapi.json describes it all.
 """
 
-from __future__ import annotations
-
 import hmac
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain import coupons, members, orders
+from domain import orders, till
 from domain.errors import DomainError, InvalidInput, Reason
 from domain.events import EventReceipt, record_event
-from domain.growth import growth_total
-from domain.money import format_money, parse_money
+from domain.money import amount_pattern, format_money, parse_money
+from domain.program import Program
 from domain.shop import Shop
 
-AMOUNT_PATTERN = r"^\d{1,9}(\.\d{1,2})?$"
 ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
+# A member code (any case, with or without separators) or a phone number as typed at a till.
+MEMBER_PATTERN = r"^[0-9A-Za-z+()\-. ]{1,32}$"
+COUPON_PATTERN = r"^[0-9A-Za-z\- ]{1,32}$"
+EXAMPLE_MEMBER = "K7QM-4PZJ"  # a well-formed code: its check character is right
 STATUS_BY_CODE = {
     "member_not_found": 404,
     "order_not_found": 404,
@@ -46,37 +48,76 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ApiError, "description": "missing or wrong bearer token"},
     403: {"model": ApiError, "description": "the member is frozen"},
     404: {"model": ApiError, "description": "unknown member or order"},
+    408: {"model": ApiError, "description": "the body did not arrive within 10 s"},
     409: {"model": ApiError, "description": "the id was used before with a different body"},
+    413: {"model": ApiError, "description": "the body is over 16 KiB"},
     422: {"model": ApiError, "description": "a field is wrong: `field` names it"},
+    503: {"model": ApiError, "description": "busy: try again shortly"},
 }
 
 
-class OrderIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"order_id": "1042", "member": "K7QM4PZ2", "amount": "199.00"},
-                {
-                    "order_id": "1043", "member": "+8613812345678", "amount": "320.50",
-                    "occurred_at": "2026-03-10T10:15:00+08:00", "redeem_points": 500,
-                    "coupon_code": "7XK2M9QPAB",
-                },
-            ]
-        },
+@dataclass(frozen=True)
+class TillModels:
+    """The request bodies, built for the program's limits so the schema says exactly what is
+    accepted (the largest order amount is the program's)."""
+
+    order_in: type[BaseModel]
+    refund_in: type[BaseModel]
+    amount: Any  # the Annotated type of an amount string
+
+
+def till_models(max_amount: int) -> TillModels:
+    pattern = amount_pattern(max_amount)
+    limit = format_money(max_amount - max_amount % 100)
+    amount_help = (
+        f"a decimal string in the shop's currency with ASCII digits and at most two decimals, "
+        f"more than 0 and at most {limit}, such as \"199.00\""
     )
 
-    order_id: str = Field(pattern=ID_PATTERN, description="the till's order id; idempotency key")
-    member: str = Field(min_length=1, max_length=32, description="member code or phone number")
-    amount: str = Field(
-        pattern=AMOUNT_PATTERN,
-        description="order total after the tier discount, a decimal string such as \"199.00\"",
-    )
-    occurred_at: AwareDatetime | None = Field(
-        default=None, description="when the sale happened (offline tills); not in the future"
-    )
-    redeem_points: int = Field(default=0, ge=0, le=100_000_000, description="points to offset")
-    coupon_code: str | None = Field(default=None, max_length=32)
+    class OrderIn(BaseModel):
+        model_config = ConfigDict(
+            extra="forbid", strict=True, title="OrderIn",
+            json_schema_extra={
+                "examples": [{"order_id": "1042", "member": EXAMPLE_MEMBER, "amount": "199.00"}]
+            },
+        )
+
+        order_id: str = Field(
+            pattern=ID_PATTERN, description="the till's order id; idempotency key"
+        )
+        member: str = Field(pattern=MEMBER_PATTERN, description="member code or phone number")
+        amount: str = Field(
+            pattern=pattern, description=f"order total after the tier discount: {amount_help}"
+        )
+        occurred_at: AwareDatetime | None = Field(
+            default=None,
+            description="when the sale happened (offline tills), with its offset; not in the "
+            "future and not older than the program allows (30 days by default)",
+        )
+        redeem_points: int = Field(
+            default=0, ge=0, le=100_000_000,
+            description="points to offset (a whole number, not a string); at most 50% of the "
+            "order and the member's balance",
+        )
+        coupon_code: str | None = Field(
+            default=None, pattern=COUPON_PATTERN, description="a coupon of this member's"
+        )
+
+    class RefundIn(BaseModel):
+        model_config = ConfigDict(
+            extra="forbid", strict=True, title="RefundIn",
+            json_schema_extra={"examples": [{"refund_id": "R-1042-1", "amount": "99.50"}]},
+        )
+
+        refund_id: str = Field(pattern=ID_PATTERN, description="idempotency key of the refund")
+        amount: str = Field(
+            pattern=pattern, description=f"refunded share of the order amount: {amount_help}"
+        )
+
+    amount = Annotated[
+        str | None, Query(pattern=pattern, description=f"order amount, for the cap: {amount_help}")
+    ]
+    return TillModels(order_in=OrderIn, refund_in=RefundIn, amount=amount)
 
 
 class OrderOut(BaseModel):
@@ -97,18 +138,6 @@ class OrderOut(BaseModel):
     next_tier: str | None
     growth_to_next_tier: int
     occurred_at: datetime
-
-
-class RefundIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"refund_id": "R-1042-1", "amount": "99.50"}]},
-    )
-
-    refund_id: str = Field(pattern=ID_PATTERN, description="idempotency key of the refund")
-    amount: str = Field(
-        pattern=AMOUNT_PATTERN, description="refunded share of the order amount, e.g. \"99.50\""
-    )
 
 
 class CouponOut(BaseModel):
@@ -134,7 +163,8 @@ class MemberOut(BaseModel):
 
 class EventIn(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"event_id": "rv-88", "kind": "review"}]}
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [{"event_id": "rv-88", "kind": "review"}]},
     )
 
     event_id: str = Field(pattern=ID_PATTERN)
@@ -218,6 +248,17 @@ _MESSAGES = {
 }
 
 
+PATTERN_MESSAGES = {
+    "amount": "must be a decimal amount with ASCII digits and at most two decimals, from 0.01",
+    "order_id": "must be 1 to 64 letters, digits or . _ : -",
+    "refund_id": "must be 1 to 64 letters, digits or . _ : -",
+    "event_id": "must be 1 to 64 letters, digits or . _ : -",
+    "member": "must be a member code or a phone number",
+    "code_or_phone": "must be a member code or a phone number",
+    "coupon_code": "must be a coupon code",
+}
+
+
 def api_message(error: DomainError) -> str:
     """The English ``message`` of an API error, from its code, reason and values."""
     wording = REASON_MESSAGES.get(error.reason)
@@ -226,12 +267,18 @@ def api_message(error: DomainError) -> str:
     return _MESSAGES.get(error.code, error.default_message)
 
 
-def build_router() -> APIRouter:
+def build_router(program: Program) -> APIRouter:
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(_authorize)], responses=ERRORS)
+    models = till_models(program.orders.max_amount)
+    OrderIn, RefundIn, AmountQuery = models.order_in, models.refund_in, models.amount  # noqa: N806
+    OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="the till's order id")]  # noqa: N806
+    MemberRef = Annotated[  # noqa: N806
+        str, Path(pattern=MEMBER_PATTERN, description="member code or phone number")
+    ]
 
     @router.post("/orders", status_code=201, response_model=OrderOut, summary="Post a sale")
     async def post_order(
-        body: OrderIn, response: Response, session: SessionDep, shop: ShopDep, request: Request
+        body: OrderIn, response: Response, session: SessionDep, shop: ShopDep, request: Request  # type: ignore[valid-type]
     ) -> dict[str, Any]:
         """Apply the coupon and the points offset (100 points = 1.00, at most 50% of the order),
         earn points and growth on what remains to pay. The same `order_id` with the same body
@@ -239,9 +286,11 @@ def build_router() -> APIRouter:
         outcome = await orders.place_order(
             session, shop,
             orders.OrderRequest(
-                order_id=body.order_id, member=body.member,
-                amount=_money(body.amount, "amount"), occurred_at=body.occurred_at,
-                redeem_points=body.redeem_points, coupon_code=body.coupon_code,
+                order_id=body.order_id, member=body.member,  # type: ignore[attr-defined]
+                amount=_money(body.amount, "amount"),  # type: ignore[attr-defined]
+                occurred_at=body.occurred_at,  # type: ignore[attr-defined]
+                redeem_points=body.redeem_points,  # type: ignore[attr-defined]
+                coupon_code=body.coupon_code,  # type: ignore[attr-defined]
             ),
         )
         _mark_replay(response, outcome.replayed)
@@ -253,52 +302,42 @@ def build_router() -> APIRouter:
         summary="Refund part or all of an order",
     )
     async def post_refund(
-        order_id: str, body: RefundIn, response: Response, session: SessionDep, shop: ShopDep
+        order_id: OrderId, body: RefundIn, response: Response, session: SessionDep,  # type: ignore[valid-type]
+        shop: ShopDep,
     ) -> dict[str, Any]:
         """Takes back the points and growth of the refunded share and returns its offset
         points; refunds never exceed the order; `refund_id` is idempotent."""
         outcome = await orders.refund_order(
-            session, shop, order_id=order_id, refund_id=body.refund_id,
-            amount=_money(body.amount, "amount"),
+            session, shop, order_id=order_id, refund_id=body.refund_id,  # type: ignore[attr-defined]
+            amount=_money(body.amount, "amount"),  # type: ignore[attr-defined]
         )
         _mark_replay(response, outcome.replayed)
         return asdict(outcome.result)
 
-    @router.get(
-        "/members/{code_or_phone}", response_model=MemberOut, summary="Look a member up"
-    )
+    @router.get("/members/{code_or_phone}", response_model=MemberOut, summary="Look a member up")
     async def get_member(
-        code_or_phone: str,
-        session: SessionDep,
-        shop: ShopDep,
-        amount: Annotated[
-            str | None, Query(pattern=AMOUNT_PATTERN, description="order amount, for the cap")
-        ] = None,
+        code_or_phone: MemberRef, session: SessionDep, shop: ShopDep, request: Request,  # type: ignore[valid-type]
+        amount: AmountQuery = None,  # type: ignore[valid-type]
     ) -> MemberOut:
         """What a cashier needs: tier and discount, balance, the largest offset for an amount,
         usable coupons."""
-        member = await members.find_member(session, shop, code_or_phone)
-        tier = shop.program.tier(member.tier)
-        growth = await growth_total(session, shop, member.id)
-        max_points = None
-        if amount is not None:
-            max_points = orders.max_offset_points(
-                shop, _money(amount, "amount"), member.points_balance
-            )
-        usable = await coupons.usable_coupons(session, member.id, at=shop.now())
+        view = await till.look_up(
+            session, shop, code_or_phone,
+            amount=_money(amount, "amount") if amount is not None else None,
+        )
         return MemberOut(
-            code=member.code, name=member.display_name, tier=tier.key, tier_name=tier.name.en,
-            discount_percent=tier.discount_percent, balance=member.points_balance,
-            growth=growth.counted, max_offset_points=max_points,
-            max_offset_amount=format_money(orders.points_to_money(shop, max_points))
-            if max_points is not None else None,
+            code=view.code, name=view.name, tier=view.tier, tier_name=view.tier_name,
+            discount_percent=view.discount_percent, balance=view.balance, growth=view.growth,
+            max_offset_points=view.max_offset_points,
+            max_offset_amount=format_money(view.max_offset_minor)
+            if view.max_offset_minor is not None else None,
             coupons=[
                 CouponOut(
                     code=c.code, kind=c.kind,
                     value=str(c.value) if c.kind == "percent_off" else format_money(c.value),
                     min_spend=format_money(c.min_spend), valid_until=c.valid_until,
                 )
-                for c in usable
+                for c in view.coupons
             ],
         )
 
@@ -307,7 +346,8 @@ def build_router() -> APIRouter:
         summary="Report a behaviour (review, share)",
     )
     async def post_event(
-        code_or_phone: str, body: EventIn, response: Response, session: SessionDep, shop: ShopDep
+        code_or_phone: MemberRef, body: EventIn, response: Response, session: SessionDep,  # type: ignore[valid-type]
+        shop: ShopDep,
     ) -> dict[str, Any]:
         """Kinds: review, share; points and growth as the program says. Idempotent by
         `event_id`."""
@@ -325,34 +365,46 @@ def _mark_replay(response: Response, replayed: bool) -> None:
         response.headers["Idempotent-Replayed"] = "true"
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, program: Program) -> None:
     """The till API and its error answers on ``app``."""
-    app.include_router(build_router())
+    app.include_router(build_router(program))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths and methods answer in the API's error shape too.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "message": str(exc.detail).lower(), "field": None},
+            status_code=exc.status_code, headers=exc.headers,
+        )
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(_request: Request, _exc: Unauthorized) -> JSONResponse:
         return JSONResponse(
-            {"error": "unauthorized", "message": "a valid bearer token is required"},
+            {"error": "unauthorized", "message": "a valid bearer token is required", "field": None},
             status_code=401, headers={"WWW-Authenticate": "Bearer"},
         )
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         status = 422 if isinstance(exc, InvalidInput) else STATUS_BY_CODE.get(exc.code, 400)
-        body: dict[str, Any] = {"error": exc.code, "message": api_message(exc)}
-        if isinstance(exc, InvalidInput):
-            body["field"] = exc.field
+        body: dict[str, Any] = {
+            "error": exc.code, "message": api_message(exc),
+            "field": exc.field if isinstance(exc, InvalidInput) else None,
+        }
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(location) or None
+        message = str(first.get("msg", "invalid"))
+        if first.get("type") == "string_pattern_mismatch":
+            # The schema's pattern is for machines; the answer says it in words.
+            message = PATTERN_MESSAGES.get(location[-1] if location else "", "is not well formed")
+            if location and location[-1] == "amount":
+                message = f"{message} up to {format_money(program.orders.max_amount)}"
         return JSONResponse(
-            {
-                "error": "invalid_input",
-                "message": str(first.get("msg", "invalid")),
-                "field": ".".join(location) or None,
-            },
-            status_code=422,
+            {"error": "invalid_input", "message": message, "field": field}, status_code=422
         )

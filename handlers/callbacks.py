@@ -44,6 +44,21 @@ class ProfileAction(CallbackData, prefix="prf"):
     action: str  # "show" | "marketing_on" | "marketing_off" | "language" | "birthday" | "delete"
 
 
+class ProfileLanguage(CallbackData, prefix="prl"):
+    language: str  # chosen from the profile: the profile is shown again, in that language
+
+
+class BirthdayPick(CallbackData, prefix="bday"):
+    """One step of choosing a birthday from the profile: month, then day, then saving.
+
+    Carries no member: every step acts on the member who pressed, and refuses once that
+    member's birthday is set."""
+
+    step: str  # "month" (choose the month) | "day" (choose the day) | "confirm" | "save"
+    month: int = 0
+    day: int = 0
+
+
 class DeleteStep(CallbackData, prefix="del"):
     step: str  # "confirm" | "cancel" | "reason"
     reason: str = ""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from aiogram import Bot, F, Router
-from aiogram.exceptions import TelegramBadRequest
+from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +15,7 @@ from domain.models import Member
 from domain.shop import Shop
 from domain.transaction import read_transaction
 from handlers.callbacks import CheckinView
+from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
 
 CALENDAR = "calendar"
@@ -56,7 +56,6 @@ async def show_view(
     texts: Texts,
     member: Member,
     lang: str,
-    bot: Bot,
 ) -> None:
     # The views show only the presser's own data: nothing in the callback data is an id.
     today = shop.today()
@@ -74,17 +73,7 @@ async def show_view(
             status = await checkin.checkin_status(session, shop, member.id)
         text = texts.render(lang, "checkin/calendar", status=status)
         markup = _switch_to(texts, lang, LEADERBOARD)
-    await query.answer()
-    if query.message is None:
-        return
-    try:
-        await bot.edit_message_text(
-            text=text, chat_id=query.message.chat.id, message_id=query.message.message_id,
-            reply_markup=markup,
-        )
-    except TelegramBadRequest as exc:
-        if "message is not modified" not in exc.message:  # a double press: already shown
-            raise
+    await edit_in_place(query, text=text, markup=markup)
 
 
 def build_router() -> Router:

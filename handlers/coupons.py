@@ -6,7 +6,6 @@ import asyncio
 from dataclasses import dataclass
 
 from aiogram import Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command
 from aiogram.types import (
     BufferedInputFile,
@@ -24,6 +23,7 @@ from domain.models import Member
 from domain.money import MINOR_PER_UNIT, format_money
 from domain.shop import Shop
 from handlers.callbacks import CouponOpen, RewardView
+from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
 from handlers.media import qr_png
 
@@ -105,8 +105,7 @@ async def open_coupon(
     if callback_data.coupon_id == LIST:
         found = await coupons.member_coupons(session, shop, member.id)
         text, markup = _listing(texts, lang, found)
-        await query.answer()
-        await edit_in_place(query, text, markup)
+        await edit_in_place(query, text=text, markup=markup)
         return
     # Only the presser's own coupon: another member's id is "not found", nothing shown.
     coupon = await coupons.member_coupon(session, shop, member.id, callback_data.coupon_id)
@@ -118,20 +117,6 @@ async def open_coupon(
     await query.bot.send_photo(  # type: ignore[union-attr]
         chat_id, BufferedInputFile(png, filename=f"coupon-{coupon.code}.png"), caption=caption
     )
-
-
-async def edit_in_place(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup) -> None:
-    """Turn the pressed message into the next screen."""
-    if query.message is None:
-        return
-    try:
-        await query.bot.edit_message_text(  # type: ignore[union-attr]
-            text=text, chat_id=query.message.chat.id, message_id=query.message.message_id,
-            reply_markup=markup,
-        )
-    except TelegramBadRequest as exc:
-        if "not modified" not in str(exc):  # the same screen pressed twice
-            raise
 
 
 def build_router() -> Router:

@@ -8,7 +8,6 @@ from urllib.parse import urlencode
 
 from aiogram import F, Router
 from aiogram.enums import ChatType
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command
 from aiogram.types import (
     BufferedInputFile,
@@ -24,6 +23,7 @@ from domain import referrals
 from domain.models import Member
 from domain.shop import Shop
 from handlers.callbacks import InviteView
+from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
 from handlers.media import qr_png
 
@@ -81,13 +81,7 @@ async def switch_view(
     caption, keyboard, _ = await _screen(
         callback_data.view, session, shop, texts, member, lang, bot_username
     )
-    await query.answer()
-    if isinstance(query.message, Message):
-        try:
-            await query.message.edit_caption(caption=caption, reply_markup=keyboard)
-        except TelegramBadRequest as exc:
-            if "not modified" not in str(exc):  # a double press: already showing this view
-                raise
+    await edit_in_place(query, caption=caption, markup=keyboard)
 
 
 def build_router() -> Router:

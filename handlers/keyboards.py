@@ -9,13 +9,15 @@ from aiogram.types import (
     ReplyKeyboardMarkup,
 )
 
+from handlers.callbacks import LanguageChoice, ProfileAction, ProfileLanguage
 from handlers.texts import LANGUAGES, Texts
-from handlers.callbacks import LanguageChoice
 
 
 def main_menu(texts: Texts, lang: str) -> ReplyKeyboardMarkup:
-    def button(key: str, **kwargs: bool) -> KeyboardButton:
-        return KeyboardButton(text=texts.label(lang, key), **kwargs)
+    def button(key: str, *, request_contact: bool = False) -> KeyboardButton:
+        return KeyboardButton(
+            text=texts.label(lang, key), request_contact=True if request_contact else None
+        )
 
     return ReplyKeyboardMarkup(
         keyboard=[
@@ -31,15 +33,26 @@ def main_menu(texts: Texts, lang: str) -> ReplyKeyboardMarkup:
     )
 
 
-def language_picker(texts: Texts, current: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=("✓ " if lang == current else "") + texts.label(lang, f"language_{lang}"),
-                    callback_data=LanguageChoice(language=lang).pack(),
-                )
-                for lang in LANGUAGES
-            ]
-        ]
+def language_picker(
+    texts: Texts, current: str, *, from_profile: bool = False
+) -> InlineKeyboardMarkup:
+    """The languages, the current one ticked; from the profile, with a way back to it."""
+    choices = [
+        InlineKeyboardButton(
+            text=("✓ " if lang == current else "") + texts.label(lang, f"language_{lang}"),
+            callback_data=(
+                ProfileLanguage(language=lang) if from_profile else LanguageChoice(language=lang)
+            ).pack(),
+        )
+        for lang in LANGUAGES
+    ]
+    rows = [choices]
+    if from_profile:
+        rows.append([back_to_profile(texts, current)])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def back_to_profile(texts: Texts, lang: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(
+        text=texts.label(lang, "profile_back"), callback_data=ProfileAction(action="show").pack()
     )

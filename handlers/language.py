@@ -7,17 +7,31 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import LANGUAGES, Texts
 from domain import members
 from domain.models import Member
 from handlers.callbacks import LanguageChoice
+from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
 from handlers.keyboards import language_picker, main_menu
+from handlers.texts import LANGUAGES, Texts
 
 
 async def choose(message: Message, texts: Texts, lang: str) -> None:
     await message.answer(
         texts.render(lang, "language_choose"), reply_markup=language_picker(texts, lang)
+    )
+
+
+async def switch_language(
+    query: CallbackQuery, session: AsyncSession, texts: Texts, member: Member, lang: str
+) -> None:
+    """Speak ``lang`` with the member who pressed from now on. The reply keyboard can only
+    change with a new message, so one is sent, and only when the language did change."""
+    if member.language == lang:
+        return
+    await members.set_language(session, member, lang)
+    await query.bot.send_message(  # type: ignore[union-attr]
+        query.from_user.id, texts.render(lang, "language_set"), reply_markup=main_menu(texts, lang)
     )
 
 
@@ -29,21 +43,11 @@ async def chosen(
     member: Member,
 ) -> None:
     lang = callback_data.language
-    await members.set_language(session, member, lang)
-    await query.answer()
-    if query.message is not None:
-        # Edit the picker in place; the reply keyboard can only change with a new message.
-        await query.bot.edit_message_text(  # type: ignore[union-attr]
-            text=texts.render(lang, "language_choose"),
-            chat_id=query.message.chat.id,
-            message_id=query.message.message_id,
-            reply_markup=language_picker(texts, lang),
-        )
-        await query.bot.send_message(  # type: ignore[union-attr]
-            query.message.chat.id,
-            texts.render(lang, "language_set"),
-            reply_markup=main_menu(texts, lang),
-        )
+    # Tapping the language already ticked changes nothing, and that is fine.
+    await edit_in_place(
+        query, text=texts.render(lang, "language_choose"), markup=language_picker(texts, lang)
+    )
+    await switch_language(query, session, texts, member, lang)
 
 
 def build_router() -> Router:

@@ -17,6 +17,7 @@ from domain.models import Member
 from domain.shop import Shop
 from domain.transaction import read_transaction
 from handlers.callbacks import PointsPage
+from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
 
 SOON_DAYS = 30
@@ -79,12 +80,7 @@ async def turn_page(
 ) -> None:
     # The page shows the presser's own ledger: nothing in the callback names a member.
     text, markup = await _render(session, shop, texts, member, lang, callback_data.page)
-    await query.answer()
-    if query.message is not None:
-        await query.bot.edit_message_text(  # type: ignore[union-attr]
-            text=text, chat_id=query.message.chat.id, message_id=query.message.message_id,
-            reply_markup=markup,
-        )
+    await edit_in_place(query, text=text, markup=markup)
 
 
 def build_router() -> Router:

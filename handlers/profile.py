@@ -1,12 +1,18 @@
-"""/profile, /birthday, /setbirthday (staff), /mydata and /delete: the member's own data."""
+"""/profile, /birthday, /setbirthday (staff), /mydata and /delete: the member's own data.
+
+Every screen reached from the profile is the profile message edited in place. The birthday is
+chosen with buttons (month, then day, then a confirmation); ``/birthday 03-21`` still works for
+those who type it. Nothing in the callback data names a member: each press acts on the member
+who pressed, and each birthday step refuses once that member's birthday is set.
+"""
 
 from __future__ import annotations
 
+import calendar
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from aiogram import Bot, F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import (
     BufferedInputFile,
@@ -18,27 +24,38 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import Texts
 from domain import members, privacy
 from domain import profile as profiles
 from domain.models import Member
 from domain.shop import Shop
-from handlers.callbacks import DeleteStep, ProfileAction
+from handlers.callbacks import BirthdayPick, DeleteStep, ProfileAction, ProfileLanguage
+from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
-from handlers.keyboards import language_picker
+from handlers.keyboards import back_to_profile, language_picker
+from handlers.language import switch_language
 from handlers.staff import IsStaff
+from handlers.texts import LANGUAGES, Texts
 
 # Telegram's clock and ours may differ a little (and Telegram's dates are whole seconds): only
 # a button clearly older than the member counts as one from an earlier, deleted membership.
 CLOCK_SLACK = timedelta(seconds=2)
+MONTHS_PER_ROW = 3
+DAYS_PER_ROW = 7
+_LEAP_YEAR = 2000  # the day buttons of February include the 29th
 
 
 def _member_known(_: Message | CallbackQuery, member: Member | None = None) -> bool:
     return member is not None
 
 
-def _button(text: str, data: ProfileAction | DeleteStep) -> InlineKeyboardButton:
+def _button(
+    text: str, data: ProfileAction | DeleteStep | BirthdayPick
+) -> InlineKeyboardButton:
     return InlineKeyboardButton(text=text, callback_data=data.pack())
+
+
+def _rows(buttons: list[InlineKeyboardButton], width: int) -> list[list[InlineKeyboardButton]]:
+    return [buttons[i : i + width] for i in range(0, len(buttons), width)]
 
 
 def _profile_keyboard(texts: Texts, lang: str, member: Member) -> InlineKeyboardMarkup:
@@ -78,31 +95,37 @@ def _reason_keyboard(texts: Texts, lang: str) -> InlineKeyboardMarkup:
 
 
 def _back_keyboard(texts: Texts, lang: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [_button(texts.label(lang, "profile_back"), ProfileAction(action="show"))]
-        ]
-    )
+    return InlineKeyboardMarkup(inline_keyboard=[[back_to_profile(texts, lang)]])
+
+
+def _gift_waits(today: date, month: int, day: int) -> bool:
+    """Whether a birthday set on ``today`` waits a year for its gift (the 30-day rule of
+    domain/profile.py): its first gift is not the birthday coming next."""
+    upcoming = profiles.next_birthday(today, month, day)
+    return profiles.gift_from_year(today, month, day) > upcoming.year
 
 
 def _profile_text(texts: Texts, lang: str, shop: Shop, member: Member) -> str:
-    return texts.render(lang, "profile/view", member=member, this_year=shop.today().year)
-
-
-async def _edit(
-    query: CallbackQuery, bot: Bot, text: str, markup: InlineKeyboardMarkup | None = None
-) -> None:
-    """Edit the pressed message in place; pressing the same button twice changes nothing."""
-    if query.message is None:
-        return
-    try:
-        await bot.edit_message_text(
-            text=text, chat_id=query.message.chat.id, message_id=query.message.message_id,
-            reply_markup=markup,
+    waited = (
+        member.birthday_month is not None
+        and member.birthday_day is not None
+        and member.birthday_set_at is not None
+        and _gift_waits(
+            shop.local_date(member.birthday_set_at), member.birthday_month, member.birthday_day
         )
-    except TelegramBadRequest as exc:
-        if "not modified" not in exc.message:
-            raise
+    )
+    return texts.render(
+        lang, "profile/view", member=member, this_year=shop.today().year, waited=waited
+    )
+
+
+async def _show_profile_in_place(
+    query: CallbackQuery, texts: Texts, lang: str, shop: Shop, member: Member
+) -> None:
+    await edit_in_place(
+        query, text=_profile_text(texts, lang, shop, member),
+        markup=_profile_keyboard(texts, lang, member),
+    )
 
 
 async def show_profile(
@@ -115,54 +138,179 @@ async def show_profile(
 
 
 async def profile_again(
-    query: CallbackQuery, bot: Bot, shop: Shop, texts: Texts, lang: str, member: Member
+    query: CallbackQuery, shop: Shop, texts: Texts, lang: str, member: Member
 ) -> None:
-    await query.answer()
-    await _edit(
-        query, bot, _profile_text(texts, lang, shop, member),
-        _profile_keyboard(texts, lang, member),
-    )
+    await _show_profile_in_place(query, texts, lang, shop, member)
 
 
 async def marketing(
-    query: CallbackQuery, callback_data: ProfileAction, bot: Bot, session: AsyncSession,
+    query: CallbackQuery, callback_data: ProfileAction, session: AsyncSession,
     shop: Shop, texts: Texts, lang: str, member: Member,
 ) -> None:
     await profiles.set_marketing(session, member, callback_data.action == "marketing_on")
-    await query.answer()
-    await _edit(
-        query, bot, _profile_text(texts, lang, shop, member),
-        _profile_keyboard(texts, lang, member),
-    )
+    await _show_profile_in_place(query, texts, lang, shop, member)
 
 
 async def language(query: CallbackQuery, texts: Texts, lang: str) -> None:
-    await query.answer()
-    if query.message is not None:
-        await query.message.answer(
-            texts.render(lang, "language_choose"), reply_markup=language_picker(texts, lang)
-        )
+    await edit_in_place(
+        query, text=texts.render(lang, "language_choose"),
+        markup=language_picker(texts, lang, from_profile=True),
+    )
 
 
-async def birthday_help(query: CallbackQuery, texts: Texts, lang: str, member: Member) -> None:
-    await query.answer()
-    if query.message is not None:
-        await query.message.answer(
-            texts.render(lang, "profile/birthday_how", member=member)
-        )
+async def language_chosen(
+    query: CallbackQuery, callback_data: ProfileLanguage, session: AsyncSession, shop: Shop,
+    texts: Texts, member: Member,
+) -> None:
+    """Back to the profile, now in the chosen language."""
+    chosen = callback_data.language
+    await switch_language(query, session, texts, member, chosen)
+    await _show_profile_in_place(query, texts, chosen, shop, member)
+
+
+# ------------------------------------------------------------------ birthday, with buttons
+
+
+def _month_keyboard(texts: Texts, lang: str) -> InlineKeyboardMarkup:
+    months = [
+        _button(texts.label(lang, f"profile_month_{m}"), BirthdayPick(step="day", month=m))
+        for m in range(1, 13)
+    ]
+    return InlineKeyboardMarkup(
+        inline_keyboard=[*_rows(months, MONTHS_PER_ROW), [back_to_profile(texts, lang)]]
+    )
+
+
+def _day_keyboard(texts: Texts, lang: str, month: int) -> InlineKeyboardMarkup:
+    days = [
+        _button(texts.number(lang, d), BirthdayPick(step="confirm", month=month, day=d))
+        for d in range(1, calendar.monthrange(_LEAP_YEAR, month)[1] + 1)
+    ]
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            *_rows(days, DAYS_PER_ROW),
+            [
+                _button(texts.label(lang, "profile_birthday_months"), BirthdayPick(step="month")),
+                back_to_profile(texts, lang),
+            ],
+        ]
+    )
+
+
+def _save_keyboard(texts: Texts, lang: str, month: int, day: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                _button(
+                    texts.label(lang, "profile_birthday_save"),
+                    BirthdayPick(step="save", month=month, day=day),
+                )
+            ],
+            [_button(texts.label(lang, "profile_birthday_again"), BirthdayPick(step="month"))],
+            [back_to_profile(texts, lang)],
+        ]
+    )
+
+
+async def _birthday_is_set(query: CallbackQuery, texts: Texts, lang: str, member: Member) -> bool:
+    """A press on a birthday step after the birthday was set (an old message, a second tap)
+    changes nothing: the message says so and leads back to the profile."""
+    if member.birthday_month is None:
+        return False
+    await edit_in_place(
+        query,
+        text=texts.render(
+            lang, "errors/birthday_already_set", month=member.birthday_month,
+            day=member.birthday_day, year=member.birthday_year,
+        ),
+        markup=_back_keyboard(texts, lang),
+    )
+    return True
+
+
+async def birthday_months(query: CallbackQuery, texts: Texts, lang: str, member: Member) -> None:
+    if await _birthday_is_set(query, texts, lang, member):
+        return
+    await edit_in_place(
+        query, text=texts.render(lang, "profile/birthday_month"),
+        markup=_month_keyboard(texts, lang),
+    )
+
+
+async def birthday_days(
+    query: CallbackQuery, callback_data: BirthdayPick, shop: Shop, texts: Texts, lang: str,
+    member: Member,
+) -> None:
+    if await _birthday_is_set(query, texts, lang, member):
+        return
+    month = callback_data.month
+    profiles.check_birthday(shop.today(), month, 1, None)  # a crafted month is refused
+    await edit_in_place(
+        query, text=texts.render(lang, "profile/birthday_day", month=month),
+        markup=_day_keyboard(texts, lang, month),
+    )
+
+
+async def birthday_confirm(
+    query: CallbackQuery, callback_data: BirthdayPick, shop: Shop, texts: Texts, lang: str,
+    member: Member,
+) -> None:
+    if await _birthday_is_set(query, texts, lang, member):
+        return
+    today = shop.today()
+    month, day = callback_data.month, callback_data.day
+    profiles.check_birthday(today, month, day, None)
+    await edit_in_place(
+        query,
+        text=texts.render(
+            lang, "profile/birthday_confirm", month=month, day=day, this_year=today.year,
+            waits=_gift_waits(today, month, day),
+            gift_from=profiles.gift_from_year(today, month, day),
+        ),
+        markup=_save_keyboard(texts, lang, month, day),
+    )
+
+
+async def birthday_save(
+    query: CallbackQuery, callback_data: BirthdayPick, session: AsyncSession, shop: Shop,
+    texts: Texts, lang: str, member: Member,
+) -> None:
+    if await _birthday_is_set(query, texts, lang, member):
+        return
+    today = shop.today()
+    saved = await profiles.set_birthday(session, shop, member, callback_data.month,
+                                        callback_data.day)
+    await edit_in_place(
+        query,
+        text=texts.render(
+            lang, "profile/birthday_saved", b=saved, this_year=today.year,
+            waits=_gift_waits(today, saved.month, saved.day),
+        ),
+        markup=_back_keyboard(texts, lang),
+    )
 
 
 async def birthday(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
     lang: str, member: Member,
 ) -> None:
+    """``/birthday``: the month buttons; ``/birthday 03-21`` sets it straight away."""
     if not command.args:
-        await message.answer(texts.render(lang, "profile/birthday_how", member=member))
+        if member.birthday_month is not None:
+            await message.answer(texts.render(lang, "profile/birthday_how", member=member))
+            return
+        await message.answer(
+            texts.render(lang, "profile/birthday_month"), reply_markup=_month_keyboard(texts, lang)
+        )
         return
     month, day, year = profiles.parse_birthday(command.args)
+    today = shop.today()
     saved = await profiles.set_birthday(session, shop, member, month, day, year)
     await message.answer(
-        texts.render(lang, "profile/birthday_saved", b=saved, this_year=shop.today().year)
+        texts.render(
+            lang, "profile/birthday_saved", b=saved, this_year=today.year,
+            waits=_gift_waits(today, month, day),
+        )
     )
 
 
@@ -203,24 +351,24 @@ async def delete(message: Message, texts: Texts, lang: str) -> None:
     )
 
 
-async def delete_from_profile(query: CallbackQuery, bot: Bot, texts: Texts, lang: str) -> None:
-    await query.answer()
-    await _edit(
-        query, bot, texts.render(lang, "profile/delete_confirm"), _confirm_keyboard(texts, lang)
+async def delete_from_profile(query: CallbackQuery, texts: Texts, lang: str) -> None:
+    await edit_in_place(
+        query, text=texts.render(lang, "profile/delete_confirm"),
+        markup=_confirm_keyboard(texts, lang),
     )
 
 
-async def delete_confirmed(query: CallbackQuery, bot: Bot, texts: Texts, lang: str) -> None:
-    await query.answer()
-    await _edit(
-        query, bot, texts.render(lang, "profile/delete_reason"), _reason_keyboard(texts, lang)
+async def delete_confirmed(query: CallbackQuery, texts: Texts, lang: str) -> None:
+    await edit_in_place(
+        query, text=texts.render(lang, "profile/delete_reason"),
+        markup=_reason_keyboard(texts, lang),
     )
 
 
-async def delete_cancelled(query: CallbackQuery, bot: Bot, texts: Texts, lang: str) -> None:
-    await query.answer()
-    await _edit(
-        query, bot, texts.render(lang, "profile/delete_cancelled"), _back_keyboard(texts, lang)
+async def delete_cancelled(query: CallbackQuery, texts: Texts, lang: str) -> None:
+    await edit_in_place(
+        query, text=texts.render(lang, "profile/delete_cancelled"),
+        markup=_back_keyboard(texts, lang),
     )
 
 
@@ -243,16 +391,16 @@ async def leave(
 ) -> None:
     """Erase the member who pressed: never anyone named by the button."""
     if _from_earlier_membership(query, member):
-        await query.answer()
-        await _edit(query, bot, texts.render(lang, "profile/delete_stale", code=member.code))
+        stale = texts.render(lang, "profile/delete_stale", code=member.code)
+        await edit_in_place(query, text=stale)
         return
     erased = await privacy.erase_member(session, shop, member, reason=callback_data.reason or None)
-    await query.answer()
-    if not erased or query.message is None:
+    if not erased:
+        await query.answer()
         return  # a second tap while the first was erasing: the first says goodbye
-    await _edit(query, bot, texts.render(lang, "profile/farewell"))
+    await edit_in_place(query, text=texts.render(lang, "profile/farewell"))
     await bot.send_message(
-        query.message.chat.id, texts.render(lang, "profile/farewell_menu"),
+        query.from_user.id, texts.render(lang, "profile/farewell_menu"),
         reply_markup=ReplyKeyboardRemove(),
     )
 
@@ -273,7 +421,14 @@ def build_router() -> Router:
         marketing, ProfileAction.filter(F.action.in_({"marketing_on", "marketing_off"}))
     )
     router.callback_query.register(language, ProfileAction.filter(F.action == "language"))
-    router.callback_query.register(birthday_help, ProfileAction.filter(F.action == "birthday"))
+    router.callback_query.register(
+        language_chosen, ProfileLanguage.filter(F.language.in_(LANGUAGES))
+    )
+    router.callback_query.register(birthday_months, ProfileAction.filter(F.action == "birthday"))
+    router.callback_query.register(birthday_months, BirthdayPick.filter(F.step == "month"))
+    router.callback_query.register(birthday_days, BirthdayPick.filter(F.step == "day"))
+    router.callback_query.register(birthday_confirm, BirthdayPick.filter(F.step == "confirm"))
+    router.callback_query.register(birthday_save, BirthdayPick.filter(F.step == "save"))
     router.callback_query.register(delete_from_profile, ProfileAction.filter(F.action == "delete"))
     router.callback_query.register(delete_confirmed, DeleteStep.filter(F.step == "confirm"))
     router.callback_query.register(delete_cancelled, DeleteStep.filter(F.step == "cancel"))

@@ -16,7 +16,8 @@ from domain.program import Reward
 from domain.rewards import Offer
 from domain.shop import Shop
 from handlers.callbacks import CouponOpen, RewardRedeem, RewardView
-from handlers.coupons import coupon_worth, edit_in_place
+from handlers.coupons import coupon_worth
+from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
 
 CATALOG = ""  # RewardView(key=""): back to the catalog
@@ -85,8 +86,7 @@ async def view(
             ),
             _button(texts.label(lang, "rewards_back"), RewardView(key=CATALOG)),
         ])
-    await query.answer()
-    await edit_in_place(query, text, markup)
+    await edit_in_place(query, text=text, markup=markup)
 
 
 async def redeem(
@@ -110,8 +110,7 @@ async def redeem(
         _button(texts.label(lang, "rewards_open_coupon"), CouponOpen(coupon_id=done.coupon_id)),
         _button(texts.label(lang, "rewards_to_catalog"), RewardView(key=CATALOG)),
     ])
-    await query.answer()
-    await edit_in_place(query, text, markup)
+    await edit_in_place(query, text=text, markup=markup)
 
 
 async def _confirm(
@@ -130,8 +129,7 @@ async def _confirm(
         ),
         _button(texts.label(lang, "rewards_back"), RewardView(key=CATALOG)),
     ])
-    await query.answer()
-    await edit_in_place(query, text, markup)
+    await edit_in_place(query, text=text, markup=markup)
 
 
 def build_router() -> Router:

@@ -15,6 +15,7 @@ returns closely enough to pass aiogram's pydantic validation.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import itertools
 import json
@@ -30,6 +31,7 @@ __all__ = [
     "BOT_FIRST_NAME",
     "BOT_ID",
     "BOT_USERNAME",
+    "MESSAGE_NOT_MODIFIED",
     "Call",
     "FakeTelegram",
     "callback_update",
@@ -54,6 +56,13 @@ MAX_GET_UPDATES_TIMEOUT = 1.0
 # Free-text fields are never JSON-decoded, even if a user typed something like "[1, 2]".
 _TEXT_FIELDS = frozenset({"text", "caption", "description", "short_description", "name", "query"})
 _RATE_LIMITED_METHODS = frozenset({"sendMessage", "sendPhoto"})
+_MEDIA_KINDS = ("photo", "document")
+
+# Telegram's own words when an edit would change nothing.
+MESSAGE_NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup are"
+    " exactly the same as a current content and reply markup of the message"
+)
 
 JsonDict = dict[str, Any]
 
@@ -66,6 +75,15 @@ class Call:
     params: dict[str, Any]
     token: str
     failed: bool = False
+    result: Any = None  # what the fake answered (e.g. the sent Message), None when it failed
+    description: str = ""  # the error description when it failed
+
+    @property
+    def message_id(self) -> int:
+        """The id of the message this call sent or edited: a test presses buttons on it."""
+        if not isinstance(self.result, dict) or "message_id" not in self.result:
+            raise AssertionError(f"{self.method} returned no message: {self.result!r}")
+        return int(self.result["message_id"])
 
 
 @dataclass
@@ -179,6 +197,25 @@ class FakeTelegram:
     def calls_of(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
 
+    def message(self, chat_id: int | str, message_id: int) -> JsonDict | None:
+        """The message as the chat now shows it (after any edits), or None if never sent."""
+        return self._messages.get((str(_chat(chat_id)["id"]), message_id))
+
+    def press(
+        self, user_id: int, data: str, message_id: int | None = None, *, language_code: str = "en"
+    ) -> JsonDict:
+        """A callback update: ``user_id`` pressed a button on a message the fake sent to their
+        private chat (by default the latest), as that message now looks."""
+        if message_id is None:
+            chat = str(_chat(user_id)["id"])
+            message_id = max((mid for c, mid in self._messages if c == chat), default=0)
+        message = self.message(user_id, message_id)
+        if message is None:
+            raise AssertionError(f"no message {message_id} was sent to chat {user_id}")
+        return callback_update(
+            user_id, data, message=copy.deepcopy(message), language_code=language_code
+        )
+
     def clear(self) -> None:
         self.calls.clear()
         self.rate_limited = 0
@@ -256,8 +293,10 @@ class FakeTelegram:
 
         if error is not None:
             call.failed = True
+            call.description = error.description
             await self._record(call)
             return web.json_response(error.payload(), status=error.error_code)
+        call.result = result
         await self._record(call)
         return web.json_response({"ok": True, "result": result})
 
@@ -383,15 +422,18 @@ class FakeTelegram:
     async def _edit_message_text(self, params: dict[str, Any]) -> JsonDict | bool:
         if not params.get("text"):
             raise _ApiError(400, "Bad Request: message text is empty")
-        return self._edit(params, {"text": params["text"]})
+        return self._edit(params, "text", params["text"])
 
     async def _edit_message_caption(self, params: dict[str, Any]) -> JsonDict | bool:
-        return self._edit(params, {"caption": params.get("caption", "")})
+        return self._edit(params, "caption", params.get("caption") or None)
 
     async def _edit_message_reply_markup(self, params: dict[str, Any]) -> JsonDict | bool:
-        return self._edit(params, {})
+        return self._edit(params, None, None)
 
-    def _edit(self, params: dict[str, Any], changes: JsonDict) -> JsonDict | bool:
+    def _edit(self, params: dict[str, Any], field: str | None, value: str | None) -> JsonDict | bool:
+        """Edit a message the fake sent, answering as Telegram does: an unknown message is
+        "not found", an edit that changes neither the content nor the inline keyboard is
+        "not modified"."""
         if params.get("inline_message_id"):
             return True
         chat_id = _require_chat_id(params)
@@ -399,20 +441,30 @@ class FakeTelegram:
             message_id = int(params["message_id"])
         except (KeyError, ValueError):
             raise _ApiError(400, "Bad Request: message identifier is not specified") from None
-        # Messages the fake never sent (e.g. from callback_update) are synthesised on the fly.
-        message = self._messages.get((str(chat_id), message_id)) or {
-            "message_id": message_id,
-            "from": BOT_USER,
-            "chat": _chat(chat_id),
-            "date": int(time.time()),
-        }
-        message = {**message, **changes, "edit_date": int(time.time())}
+        message = self._messages.get((str(_chat(chat_id)["id"]), message_id))
+        if message is None:
+            raise _ApiError(400, "Bad Request: message to edit not found")
+        has_media = any(kind in message for kind in _MEDIA_KINDS)
+        if field == "text" and has_media:
+            raise _ApiError(400, "Bad Request: there is no text in the message to edit")
+        if field == "caption" and not has_media:
+            raise _ApiError(400, "Bad Request: there is no caption in the message to edit")
         markup = params.get("reply_markup")
-        if isinstance(markup, dict) and "inline_keyboard" in markup:
-            message["reply_markup"] = markup
+        new_markup = markup if isinstance(markup, dict) and "inline_keyboard" in markup else None
+        unchanged_content = field is None or message.get(field) == value
+        if unchanged_content and message.get("reply_markup") == new_markup:
+            raise _ApiError(400, MESSAGE_NOT_MODIFIED)
+        edited = {**message, "edit_date": int(time.time())}
+        if field is not None:
+            if value is None:
+                edited.pop(field, None)
+            else:
+                edited[field] = value
+        if new_markup is None:
+            edited.pop("reply_markup", None)
         else:
-            message.pop("reply_markup", None)
-        return self._store(message)
+            edited["reply_markup"] = new_markup
+        return self._store(edited)
 
     async def _set_my_commands(self, params: dict[str, Any]) -> bool:
         commands = params.get("commands")
@@ -623,10 +675,18 @@ def callback_update(
     chat_id: int | None = None,
     language_code: str = "en",
     update_id: int | None = None,
+    message: JsonDict | None = None,
 ) -> JsonDict:
-    """A ``callback_query`` update: the user pressed an inline button on a bot message."""
+    """A ``callback_query`` update: the user pressed an inline button on a bot message
+    (``message``, as :meth:`FakeTelegram.message` gives it, or a bare one with ``message_id``)."""
     chat_id = user_id if chat_id is None else chat_id
     update_id = _next_update_id(update_id)
+    pressed = message or {
+        "message_id": message_id,
+        "from": BOT_USER,
+        "chat": _chat(chat_id),
+        "date": int(time.time()),
+    }
     return {
         "update_id": update_id,
         "callback_query": {
@@ -634,12 +694,7 @@ def callback_update(
             "from": _user(user_id, "Ann", None, None, language_code),
             "chat_instance": f"ci-{chat_id}",
             "data": data,
-            "message": {
-                "message_id": message_id,
-                "from": BOT_USER,
-                "chat": _chat(chat_id),
-                "date": int(time.time()),
-            },
+            "message": pressed,
         },
     }
 

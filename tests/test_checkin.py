@@ -21,7 +21,7 @@ from domain.shop import Shop
 from domain.transaction import write_transaction
 from handlers.callbacks import CheckinView
 from tests.conftest import Conversation
-from tests.fake_telegram import callback_update, message_update
+from tests.fake_telegram import message_update
 
 USER = 4242
 SIGNUP = 100
@@ -222,7 +222,7 @@ async def test_a_missed_day_restarts_the_streak(
     assert "Streak: <b>2 days</b>" in await _checkin(chat)
     clock.advance(days=2)  # the 12th is missed
 
-    await chat.send(callback_update(USER, CheckinView(view="calendar").pack(), message_id=5))
+    await chat.send(chat.fake.press(USER, CheckinView(view="calendar").pack()))
     shown = chat.fake.calls_of("editMessageText")[-1].params["text"]
     assert "You have not checked in today yet" in shown
     assert "Streak: <b>0 days</b>" in shown
@@ -293,9 +293,12 @@ async def test_leaderboard_orders_members_and_shows_own_rank_outside_the_top_ten
             await check_in(session, shop, member_id)
     await check_in(session, shop, viewer)
 
-    await chat.send(callback_update(USER, CheckinView(view="leaderboard").pack(), message_id=9))
+    shown = chat.fake.calls_of("sendMessage")[-1]
+    await chat.send(chat.fake.press(USER, CheckinView(view="leaderboard").pack(), shown.message_id))
     edit = chat.fake.calls_of("editMessageText")[-1]
-    assert edit.params["chat_id"] == str(USER) and edit.params["message_id"] == "9"
+    assert not edit.failed
+    assert edit.params["chat_id"] == str(USER)
+    assert edit.params["message_id"] == str(shown.message_id)
     assert chat.fake.calls_of("answerCallbackQuery")
     text = edit.params["text"]
     assert "Check-in leaderboard · March 2026" in text
@@ -313,7 +316,7 @@ async def test_leaderboard_orders_members_and_shows_own_rank_outside_the_top_ten
     assert "You: <b>#12</b> of 12, 1 check-in, best streak 1" in text
     assert _buttons(edit.params) == [("📅 My calendar", CheckinView(view="calendar").pack())]
 
-    await chat.send(callback_update(USER, CheckinView(view="calendar").pack(), message_id=9))
+    await chat.send(chat.fake.press(USER, CheckinView(view="calendar").pack(), shown.message_id))
     back = chat.fake.calls_of("editMessageText")[-1].params
     assert "Your check-ins" in back["text"] and "[✅]" in back["text"]
     assert _buttons(back) == [("🏆 Leaderboard", CheckinView(view="leaderboard").pack())]
@@ -374,7 +377,7 @@ async def test_chinese_member_gets_chinese_texts(
     assert _buttons(chat.fake.calls_of("sendMessage")[-1].params)[0][0] == "🏆 排行榜"
 
     assert "您今天已经签到过了" in await _checkin(chat, language="zh-hans")
-    await chat.send(callback_update(USER, CheckinView(view="leaderboard").pack(), message_id=3))
+    await chat.send(chat.fake.press(USER, CheckinView(view="leaderboard").pack()))
     board = chat.fake.calls_of("editMessageText")[-1].params["text"]
     assert "2026年3月签到排行榜" in board
     assert "🥇 小明：签到 1 天，最长连签 1 天" in board

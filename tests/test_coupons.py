@@ -171,7 +171,7 @@ async def test_used_coupon_leaves_the_list_and_cannot_be_shown(
     assert "/rewards" in empty.params["text"]
     [to_rewards] = _buttons(empty)
     assert to_rewards["callback_data"] == RewardView(key="").pack()
-    await chat.send(callback_update(MEMBER, to_rewards["callback_data"], message_id=44))
+    await chat.send(chat.fake.press(MEMBER, to_rewards["callback_data"], empty.message_id))
     assert "Rewards mall" in chat.fake.calls_of("editMessageText")[-1].params["text"]
 
     await chat.send(callback_update(MEMBER, CouponOpen(coupon_id=coupon_id).pack()))

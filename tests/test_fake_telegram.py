@@ -9,7 +9,7 @@ import pytest_asyncio
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramForbiddenError, TelegramRetryAfter
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 from aiogram.types import (
     BotCommand,
     BufferedInputFile,
@@ -20,6 +20,7 @@ from aiogram.types import (
 
 from tests.fake_telegram import (
     BOT_ID,
+    MESSAGE_NOT_MODIFIED,
     FakeTelegram,
     callback_update,
     message_update,
@@ -190,3 +191,74 @@ async def test_get_updates_skips_types_not_allowed(fake: FakeTelegram, bot: Bot)
     updates = await bot.get_updates(timeout=1, allowed_updates=["callback_query"])
 
     assert [u.event_type for u in updates] == ["callback_query"]
+
+
+@pytest.mark.asyncio
+async def test_edit_that_changes_nothing_is_refused_as_telegram_does(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    keyboard = InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text="Next", callback_data="page:2")]]
+    )
+    sent = await bot.send_message(42, "Page 1", reply_markup=keyboard)
+
+    with pytest.raises(TelegramBadRequest) as unchanged:
+        await bot.edit_message_text("Page 1", chat_id=42, message_id=sent.message_id,
+                                    reply_markup=keyboard)
+    assert unchanged.value.message == MESSAGE_NOT_MODIFIED
+    assert "message is not modified" in MESSAGE_NOT_MODIFIED
+
+    # A new keyboard alone, or new text alone, is a change.
+    await bot.edit_message_text("Page 1", chat_id=42, message_id=sent.message_id)
+    await bot.edit_message_text("Page 2", chat_id=42, message_id=sent.message_id)
+    shown = fake.message(42, sent.message_id)
+    assert shown is not None and shown["text"] == "Page 2" and "reply_markup" not in shown
+    with pytest.raises(TelegramBadRequest, match="message is not modified"):
+        await bot.edit_message_text("Page 2", chat_id=42, message_id=sent.message_id)
+    with pytest.raises(TelegramBadRequest, match="message is not modified"):
+        await bot.edit_message_reply_markup(chat_id=42, message_id=sent.message_id)
+
+    failed = [c for c in fake.calls if c.failed]
+    assert [c.description for c in failed] == [MESSAGE_NOT_MODIFIED] * 3
+
+
+@pytest.mark.asyncio
+async def test_caption_edits_are_remembered_per_chat(fake: FakeTelegram, bot: Bot) -> None:
+    photo = await bot.send_photo(7, BufferedInputFile(b"png", filename="a.png"), caption="One")
+    await bot.send_message(8, "other chat, other message")
+
+    edited = await bot.edit_message_caption(chat_id=7, message_id=photo.message_id, caption="Two")
+    assert not isinstance(edited, bool) and edited.caption == "Two"
+    with pytest.raises(TelegramBadRequest, match="message is not modified"):
+        await bot.edit_message_caption(chat_id=7, message_id=photo.message_id, caption="Two")
+    with pytest.raises(TelegramBadRequest, match="there is no text in the message to edit"):
+        await bot.edit_message_text("text", chat_id=7, message_id=photo.message_id)
+    # The same id in another chat is another (unknown) message.
+    with pytest.raises(TelegramBadRequest, match="message to edit not found"):
+        await bot.edit_message_caption(chat_id=8, message_id=photo.message_id, caption="Two")
+
+
+@pytest.mark.asyncio
+async def test_edit_of_an_unknown_message_is_not_found(fake: FakeTelegram, bot: Bot) -> None:
+    with pytest.raises(TelegramBadRequest) as missing:
+        await bot.edit_message_text("hello", chat_id=42, message_id=999)
+    assert missing.value.message == "Bad Request: message to edit not found"
+
+
+@pytest.mark.asyncio
+async def test_press_builds_a_callback_on_the_message_as_shown(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    keyboard = InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text="Go", callback_data="go:1")]]
+    )
+    sent = await bot.send_message(9, "Choose", reply_markup=keyboard)
+    assert fake.calls_of("sendMessage")[-1].message_id == sent.message_id
+
+    update = Update.model_validate(fake.press(9, "go:1", sent.message_id))
+    assert update.callback_query is not None and update.callback_query.data == "go:1"
+    pressed = update.callback_query.message
+    assert pressed is not None and pressed.message_id == sent.message_id
+    assert pressed.text == "Choose" and pressed.reply_markup == keyboard
+    with pytest.raises(AssertionError):
+        fake.press(10, "go:1", sent.message_id)  # never sent to chat 10

@@ -12,7 +12,7 @@ from domain.clock import FixedClock
 from domain.models import Member
 from domain.shop import Shop
 from tests.conftest import Conversation
-from tests.fake_telegram import callback_update, message_update
+from tests.fake_telegram import message_update
 
 USER = 4242
 
@@ -58,9 +58,9 @@ async def test_history_pages_edit_in_place(
     assert "消费积分（订单 o9）" in first.params["text"]
     buttons = first.params["reply_markup"]["inline_keyboard"][0]
     assert [b["text"] for b in buttons] == ["较早 ▶"]
-    await chat.send(callback_update(USER, buttons[0]["callback_data"], message_id=55))
+    await chat.send(chat.fake.press(USER, buttons[0]["callback_data"], first.message_id))
     edit = chat.fake.calls_of("editMessageText")[-1]
-    assert edit.params["message_id"] == "55"
+    assert not edit.failed and edit.params["message_id"] == str(first.message_id)
     assert "第 2/2 页" in edit.params["text"] and "入会礼" in edit.params["text"]
     assert [b["text"] for b in edit.params["reply_markup"]["inline_keyboard"][0]] == ["◀ 较新"]
     assert len(chat.fake.calls_of("sendMessage")) == 2  # the welcome and the first /points only

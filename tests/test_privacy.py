@@ -22,7 +22,6 @@ from tests.fake_telegram import callback_update, message_update
 
 USER = 4242
 OTHER = 5151
-PROMPT = 70  # the message id of the bot's /delete prompt in these tests
 
 
 async def _member(session: AsyncSession, telegram_id: int = USER) -> Member:
@@ -48,9 +47,11 @@ def _buttons(params: dict[str, Any]) -> dict[str, str]:
     return {b["text"]: b["callback_data"] for row in rows for b in row}
 
 
-def _press(user: int, data: str, shown_at: datetime, *, chat_id: int | None = None) -> dict:
-    """A press on the bot's /delete prompt, last shown at ``shown_at``."""
-    update = callback_update(user, data, message_id=PROMPT, chat_id=chat_id)
+def _press(
+    user: int, data: str, shown_at: datetime, *, on: int, chat_id: int | None = None
+) -> dict:
+    """A press on the bot's message ``on`` (its /delete prompt), last shown at ``shown_at``."""
+    update = callback_update(user, data, message_id=on, chat_id=chat_id)
     update["callback_query"]["message"]["date"] = int(shown_at.timestamp())
     return update
 
@@ -162,9 +163,10 @@ async def test_delete_end_to_end_erases_identity_and_keeps_the_accounts(
     prompt = chat.fake.calls_of("sendMessage")[-1]
     assert "Leave the club and delete your data?" in prompt.params["text"]
     assert set(_buttons(prompt.params)) == {"Yes, delete", "Cancel"}
-    await chat.send(_press(USER, _buttons(prompt.params)["Yes, delete"], clock.now()))
+    on = prompt.message_id
+    await chat.send(_press(USER, _buttons(prompt.params)["Yes, delete"], clock.now(), on=on))
     reasons = chat.fake.calls_of("editMessageText")[-1]
-    assert reasons.params["message_id"] == str(PROMPT)
+    assert not reasons.failed and reasons.params["message_id"] == str(on)
     assert "why are you leaving?" in reasons.params["text"]
     choices = _buttons(reasons.params)
     assert list(choices) == [
@@ -173,7 +175,7 @@ async def test_delete_end_to_end_erases_identity_and_keeps_the_accounts(
     ]
     assert (await _by_id(session, member_id)).status == "active"  # nothing erased yet
 
-    await chat.send(_press(USER, choices["Privacy concerns"], clock.now()))
+    await chat.send(_press(USER, choices["Privacy concerns"], clock.now(), on=on))
     farewell = chat.fake.calls_of("editMessageText")[-1]
     assert "Your data has been deleted" in farewell.params["text"]
     assert "reply_markup" not in farewell.params  # no buttons left to press
@@ -237,10 +239,11 @@ async def test_skip_keeps_no_survey_and_chinese_texts(
     prompt = chat.fake.calls_of("sendMessage")[-1]
     assert "确定退出会员并删除您的数据吗" in prompt.params["text"]
     member_id = (await _member(session)).id
-    await chat.send(_press(USER, _buttons(prompt.params)["确认删除"], clock.now()))
+    on = prompt.message_id
+    await chat.send(_press(USER, _buttons(prompt.params)["确认删除"], clock.now(), on=on))
     reasons = chat.fake.calls_of("editMessageText")[-1]
     assert "能告诉我们原因吗" in reasons.params["text"] and "担心隐私" in _buttons(reasons.params)
-    await chat.send(_press(USER, _buttons(reasons.params)["跳过"], clock.now()))
+    await chat.send(_press(USER, _buttons(reasons.params)["跳过"], clock.now(), on=on))
     assert "您的数据已删除" in chat.fake.calls_of("editMessageText")[-1].params["text"]
     assert "/start" in chat.fake.calls_of("sendMessage")[-1].params["text"]
     assert (await _by_id(session, member_id)).status == "deleted"
@@ -252,14 +255,17 @@ async def test_cancel_deletes_nothing_and_leads_back_to_the_profile(
 ) -> None:
     await chat.send(message_update(USER, "/profile"))
     profile = chat.fake.calls_of("sendMessage")[-1]
+    on = profile.message_id
     await chat.send(_press(USER, _buttons(profile.params)["🗑 Leave and delete my data"],
-                           clock.now()))
+                           clock.now(), on=on))
     confirm = chat.fake.calls_of("editMessageText")[-1]  # the profile turns into the question
     assert "Leave the club and delete your data?" in confirm.params["text"]
-    await chat.send(_press(USER, _buttons(confirm.params)["Cancel"], clock.now()))
+    await chat.send(_press(USER, _buttons(confirm.params)["Cancel"], clock.now(), on=on))
     cancelled = chat.fake.calls_of("editMessageText")[-1]
     assert "Nothing was deleted" in cancelled.params["text"]
-    await chat.send(_press(USER, _buttons(cancelled.params)["👤 Back to my profile"], clock.now()))
+    await chat.send(
+        _press(USER, _buttons(cancelled.params)["👤 Back to my profile"], clock.now(), on=on)
+    )
     assert "Offers and news" in chat.fake.calls_of("editMessageText")[-1].params["text"]
     member = await _member(session)
     assert member.status == "active" and member.first_name == "Ann"
@@ -275,14 +281,18 @@ async def test_crafted_delete_press_erases_only_the_one_who_pressed(
     bob_id = (await _member(session, OTHER)).id
     # Bob forges a press on a message in Alice's chat.
     forged = DeleteStep(step="reason", reason="other").pack()
-    await chat.send(_press(OTHER, forged, clock.now(), chat_id=USER))
+    in_alices_chat = chat.fake.calls_of("sendMessage")[0].message_id
+    await chat.send(_press(OTHER, forged, clock.now(), on=in_alices_chat, chat_id=USER))
     assert (await _by_id(session, bob_id)).status == "deleted"
     alice_after = await _by_id(session, alice_id)
     assert alice_after.status == "active" and alice_after.first_name == "Alice"
     assert alice_after.telegram_id == USER
 
     # an unknown reason is no button of ours: nothing happens
-    await chat.send(_press(USER, DeleteStep(step="reason", reason="x' OR 1").pack(), clock.now()))
+    await chat.send(
+        _press(USER, DeleteStep(step="reason", reason="x' OR 1").pack(), clock.now(),
+               on=in_alices_chat)
+    )
     assert (await _by_id(session, alice_id)).status == "active"
 
 
@@ -290,14 +300,15 @@ async def test_old_button_after_leaving_starts_a_fresh_membership_and_keeps_it(
     chat: Conversation, session: AsyncSession, clock: FixedClock
 ) -> None:
     await chat.send(message_update(USER, "/delete"))
+    on = chat.fake.calls_of("sendMessage")[-1].message_id
     old_id = (await _member(session)).id
     shown = clock.now()
     skip = DeleteStep(step="reason", reason="").pack()
-    await chat.send(_press(USER, skip, shown))
+    await chat.send(_press(USER, skip, shown, on=on))
     assert (await _by_id(session, old_id)).status == "deleted"
 
     clock.advance(hours=1)
-    await chat.send(_press(USER, DeleteStep(step="reason", reason="other").pack(), shown))
+    await chat.send(_press(USER, DeleteStep(step="reason", reason="other").pack(), shown, on=on))
     fresh = await _member(session)  # registered by this press
     assert fresh.id != old_id and fresh.status == "active"
     stale = chat.fake.calls_of("editMessageText")[-1]
@@ -310,11 +321,14 @@ async def test_double_tap_erases_once(
     chat: Conversation, session: AsyncSession, clock: FixedClock
 ) -> None:
     await chat.send(message_update(USER, "/delete"))
+    on = chat.fake.calls_of("sendMessage")[-1].message_id
     member_id = (await _member(session)).id
     shown = clock.now()
     clock.advance(seconds=10)  # the member reads the reasons, then taps twice
     tap = DeleteStep(step="reason", reason="not_useful").pack()
-    await asyncio.gather(chat.send(_press(USER, tap, shown)), chat.send(_press(USER, tap, shown)))
+    await asyncio.gather(
+        chat.send(_press(USER, tap, shown, on=on)), chat.send(_press(USER, tap, shown, on=on))
+    )
     assert (await _by_id(session, member_id)).status == "deleted"
     assert await _count(session, select(func.count(ExitSurvey.id))) == 1
     deleted = select(func.count(Member.id)).where(Member.status == "deleted")

@@ -266,7 +266,7 @@ async def test_profile_shows_what_is_kept_and_how_to_add_a_birthday(chat: Conver
     text = sent.params["text"]
     assert "<b>Lin Wei</b>" in text
     assert "Phone: not shared" in text
-    assert "<code>/birthday 03-21</code> or <code>/birthday 1990-03-21</code>" in text
+    assert "Birthday: not set yet: tap “🎂 Add my birthday” below" in text
     assert "Language: English" in text
     assert "Offers and news: <b>on</b>" in text
     buttons = _buttons(sent.params)
@@ -311,9 +311,11 @@ async def test_marketing_toggle_edits_in_place_and_persists(
     profile_message = chat.fake.calls_of("sendMessage")[-1]
     sent_before = len(chat.fake.calls_of("sendMessage"))
     off = _buttons(profile_message.params)["🔕 Stop offers and news"]
-    await chat.send(callback_update(USER, off, message_id=31))
+    shown = profile_message.message_id
+    await chat.send(chat.fake.press(USER, off, shown))
     edit = chat.fake.calls_of("editMessageText")[-1]
-    assert edit.params["message_id"] == "31" and edit.params["chat_id"] == str(USER)
+    assert not edit.failed
+    assert edit.params["message_id"] == str(shown) and edit.params["chat_id"] == str(USER)
     assert "Offers and news: <b>off</b>" in edit.params["text"]
     assert "receipts" in edit.params["text"]  # service messages still arrive
     on = _buttons(edit.params)["🔔 Get offers and news"]
@@ -321,22 +323,40 @@ async def test_marketing_toggle_edits_in_place_and_persists(
     assert chat.fake.calls_of("answerCallbackQuery")
     assert (await _member(session)).marketing_opt_in is False
 
-    await chat.send(callback_update(USER, off, message_id=31))  # an old button: still off
+    await chat.send(callback_update(USER, off, message_id=shown))  # an old button: still off
     assert (await _member(session)).marketing_opt_in is False
-    await chat.send(callback_update(USER, on, message_id=31))
+    await chat.send(chat.fake.press(USER, on, shown))
     assert "Offers and news: <b>on</b>" in _last_text(chat, "editMessageText")
     assert (await _member(session)).marketing_opt_in is True
 
 
-async def test_language_and_birthday_buttons(chat: Conversation) -> None:
+async def test_language_and_birthday_buttons_edit_the_profile_in_place(
+    chat: Conversation, session: AsyncSession
+) -> None:
     await chat.send(message_update(USER, "/profile"))
-    buttons = _buttons(chat.fake.calls_of("sendMessage")[-1].params)
-    await chat.send(callback_update(USER, buttons["🌐 Language"], message_id=5))
-    picker = chat.fake.calls_of("sendMessage")[-1]
+    profile = chat.fake.calls_of("sendMessage")[-1]
+    sent_before = len(chat.fake.calls_of("sendMessage"))
+    buttons = _buttons(profile.params)
+
+    await chat.send(chat.fake.press(USER, buttons["🌐 Language"], profile.message_id))
+    picker = chat.fake.calls_of("editMessageText")[-1]
+    assert not picker.failed and picker.params["message_id"] == str(profile.message_id)
     assert "Choose your language" in picker.params["text"]
-    assert "lang:zh" in _buttons(picker.params).values()
-    await chat.send(callback_update(USER, buttons["🎂 Add my birthday"], message_id=5))
-    assert "<code>/birthday 03-21</code>" in _last_text(chat)
+    choices = _buttons(picker.params)
+    assert set(choices) == {"✓ English", "中文", "👤 Back to my profile"}
+    assert len(chat.fake.calls_of("sendMessage")) == sent_before  # nothing new was sent
+
+    await chat.send(chat.fake.press(USER, choices["中文"], profile.message_id))
+    again = chat.fake.calls_of("editMessageText")[-1]
+    assert not again.failed and "语言：中文" in again.params["text"]  # the profile, in Chinese
+    menu = chat.fake.calls_of("sendMessage")[-1]  # the reply keyboard changes with a message
+    assert "中文" in menu.params["text"] and "keyboard" in menu.params["reply_markup"]
+    assert (await _member(session)).language == "zh"
+
+    await chat.send(chat.fake.press(USER, buttons["🎂 Add my birthday"], profile.message_id))
+    months = chat.fake.calls_of("editMessageText")[-1]
+    assert not months.failed and "请先选择月份" in months.params["text"]
+    assert len(chat.fake.calls_of("sendMessage")) == sent_before + 1  # only the menu
 
 
 async def test_marketing_toggle_in_the_domain_changes_only_that_member(

@@ -19,7 +19,7 @@ from domain.models import Coupon, GrowthEntry, LedgerEntry, Member, Push
 from domain.shop import Shop
 from domain.transaction import write_transaction
 from tests.conftest import Conversation
-from tests.fake_telegram import BOT_USERNAME, callback_update, message_update
+from tests.fake_telegram import BOT_USERNAME, message_update
 
 INVITER = 4242
 FRIEND = 5151
@@ -342,17 +342,18 @@ async def test_invite_shows_link_qr_and_counts_then_leaderboard_in_place(
     assert any(b.get("url", "").startswith("https://t.me/share/url?") for b in buttons)
     board_button = next(b["callback_data"] for b in buttons if "Leaderboard" in b["text"])
 
-    await chat.send(callback_update(INVITER, board_button, message_id=31))
+    await chat.send(chat.fake.press(INVITER, board_button, photo.message_id))
     edit = chat.fake.calls_of("editMessageCaption")[-1]
-    assert edit.params["message_id"] == "31"
+    assert not edit.failed and edit.params["message_id"] == str(photo.message_id)
     board = edit.params["caption"]
     assert "Referral leaderboard · March 2026" in board
     assert "1. Wei Z. — <b>1</b> ← you" in board and "Zhang" not in board
     assert "You this month: <b>1</b>" in board
     back = edit.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
 
-    await chat.send(callback_update(INVITER, back, message_id=31))
+    await chat.send(chat.fake.press(INVITER, back, photo.message_id))
     assert link in chat.fake.calls_of("editMessageCaption")[-1].params["caption"]
+    assert not any(c.failed for c in chat.fake.calls)
     assert len(chat.fake.calls_of("sendPhoto")) == 1  # edited in place, never re-sent
 
 
@@ -369,7 +370,9 @@ async def test_invite_menu_button_in_chinese_and_empty_leaderboard(
     assert "已加入的好友：<b>0</b>" in caption
     buttons = [b for row in photo.params["reply_markup"]["inline_keyboard"] for b in row]
     board_button = next(b["callback_data"] for b in buttons if "排行榜" in b["text"])
-    await chat.send(callback_update(INVITER, board_button, language_code="zh-hans"))
+    await chat.send(
+        chat.fake.press(INVITER, board_button, photo.message_id, language_code="zh-hans")
+    )
     board = chat.fake.calls_of("editMessageCaption")[-1].params["caption"]
     assert "邀请排行榜 · 2026年3月" in board and "本月还没有人上榜" in board
 

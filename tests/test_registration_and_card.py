@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.member_code import normalize_member_code
 from domain.models import LedgerEntry, Member
 from tests.conftest import Conversation
-from tests.fake_telegram import callback_update, message_update
+from tests.fake_telegram import message_update
 
 USER = 4242
 
@@ -153,9 +153,9 @@ async def test_language_switch_edits_picker_and_resends_menu(
     buttons = [b["callback_data"] for row in picker.params["reply_markup"]["inline_keyboard"] for b in row]
     assert len(buttons) == 2
     zh_button = next(b for b in buttons if b.endswith("zh"))
-    await chat.send(callback_update(USER, zh_button, message_id=10))
+    await chat.send(chat.fake.press(USER, zh_button, picker.message_id))
     edit = chat.fake.calls_of("editMessageText")[-1]
-    assert edit.params["message_id"] == "10"
+    assert not edit.failed and edit.params["message_id"] == str(picker.message_id)
     assert "请选择语言" in edit.params["text"]
     confirmation = chat.fake.calls_of("sendMessage")[-1]
     assert "中文" in confirmation.params["text"]

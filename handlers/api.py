@@ -76,7 +76,7 @@ def till_models(max_amount: int) -> TillModels:
 
     class OrderIn(BaseModel):
         model_config = ConfigDict(
-            extra="forbid", strict=True, title="OrderIn",
+            extra="forbid", title="OrderIn",
             json_schema_extra={
                 "examples": [{"order_id": "1042", "member": EXAMPLE_MEMBER, "amount": "199.00"}]
             },
@@ -95,7 +95,7 @@ def till_models(max_amount: int) -> TillModels:
             "future and not older than the program allows (30 days by default)",
         )
         redeem_points: int = Field(
-            default=0, ge=0, le=100_000_000,
+            default=0, ge=0, le=100_000_000, strict=True,
             description="points to offset (a whole number, not a string); at most 50% of the "
             "order and the member's balance",
         )
@@ -105,7 +105,7 @@ def till_models(max_amount: int) -> TillModels:
 
     class RefundIn(BaseModel):
         model_config = ConfigDict(
-            extra="forbid", strict=True, title="RefundIn",
+            extra="forbid", title="RefundIn",
             json_schema_extra={"examples": [{"refund_id": "R-1042-1", "amount": "99.50"}]},
         )
 
@@ -163,8 +163,7 @@ class MemberOut(BaseModel):
 
 class EventIn(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", strict=True,
-        json_schema_extra={"examples": [{"event_id": "rv-88", "kind": "review"}]},
+        extra="forbid", json_schema_extra={"examples": [{"event_id": "rv-88", "kind": "review"}]},
     )
 
     event_id: str = Field(pattern=ID_PATTERN)

@@ -202,3 +202,55 @@ async def test_openapi_documents_the_till_api(api: httpx.AsyncClient) -> None:
     order = spec["paths"]["/api/v1/orders"]["post"]
     assert {"201", "401", "404", "409", "422"} <= set(order["responses"])
     assert spec["components"]["schemas"]["OrderIn"]["examples"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"amount": "０１０.００"}, "amount"),  # full-width digits
+        ({"amount": "٣"}, "amount"),  # Arabic-Indic three
+        ({"amount": "0"}, "amount"),
+        ({"amount": "0.00"}, "amount"),
+        ({"amount": "1e3"}, "amount"),
+        ({"amount": "100000.01"}, "amount"),  # over the program's largest order
+        ({"amount": 199}, "amount"),
+        ({"redeem_points": "100"}, "redeem_points"),
+        ({"redeem_points": True}, "redeem_points"),
+        ({"order_id": "a\x00b"}, "order_id"),
+        ({"member": "x\x00"}, "member"),
+    ],
+)
+async def test_contract_refuses_what_the_schema_does_not_promise(
+    api: httpx.AsyncClient, chat: Conversation, session: AsyncSession,
+    changes: dict[str, Any], field: str,
+) -> None:
+    code = await _register(chat, session)
+    body = {"order_id": "C1", "member": code, "amount": "10.00", **changes}
+    response = await api.post("/api/v1/orders", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert set(response.json()) == {"error", "message", "field"}
+    assert (await _state(session, code))["balance"] == 100  # the sign-up bonus only
+
+
+async def test_nul_in_a_path_id_is_a_clear_refusal(api: httpx.AsyncClient) -> None:
+    refund = await api.post("/api/v1/orders/a%00b/refunds", json={"refund_id": "R", "amount": "1.00"})
+    assert refund.status_code == 422 and refund.json()["field"] == "order_id"
+    lookup = await api.get("/api/v1/members/%00")
+    assert lookup.status_code == 422 and lookup.json()["field"] == "code_or_phone"
+
+
+async def test_largest_order_is_accepted_exactly_at_the_limit(
+    api: httpx.AsyncClient, chat: Conversation, session: AsyncSession
+) -> None:
+    code = await _register(chat, session)
+    response = await api.post("/api/v1/orders", json={"order_id": "MAX", "member": code, "amount": "100000.00"})
+    assert response.status_code == 201, response.text
+
+
+async def test_unknown_paths_answer_in_the_error_shape(api: httpx.AsyncClient) -> None:
+    missing = await api.get("/api/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "not_found", "message": "not found", "field": None}
+    wrong_method = await api.delete("/api/v1/orders")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"

@@ -33,8 +33,10 @@ from handlers.staff import IsStaff
 CLOCK_SLACK = timedelta(seconds=2)
 
 
-def _member_known(_: Message | CallbackQuery, member: Member | None = None) -> bool:
-    return member is not None
+def _member_known(
+    _: Message | CallbackQuery, member: Member | None = None, staff_command: bool = False
+) -> bool:
+    return member is not None or staff_command  # /setbirthday needs no membership
 
 
 def _button(text: str, data: ProfileAction | DeleteStep) -> InlineKeyboardButton:

@@ -89,7 +89,9 @@ async def _print_samples(
                 if written is None:
                     continue
                 payload = json.loads(written)
-            text = render_push(texts, shop, _nameless(member), planned.kind, _nameless_payload(payload))
+            text = render_push(
+                texts, shop, _nameless(member), planned.kind, _nameless_payload(payload)
+            )
             print(f"\n--- sample to member {member.code} ({member.language}) ---\n{text}")
         if report.dry_run and any(p.coupon_template for p in report.samples):
             print(f"\n(dry run: {PREVIEW_CODE} stands for the coupon codes a real run grants)")

@@ -86,7 +86,7 @@ class CurrentMember(BaseMiddleware):
         data["staff_command"] = command in self.staff_commands
         if user is not None and not user.is_bot:
             member = await members.member_by_telegram_id(session, user.id)
-            private = chat is not None and chat.type == ChatType.PRIVATE
+            private = chat is None or chat.type == ChatType.PRIVATE
             wrote = isinstance(event, Update) and (
                 event.message is not None or event.callback_query is not None
             )

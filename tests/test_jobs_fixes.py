@@ -61,7 +61,9 @@ async def test_birthdays_from_the_cli_show_the_granted_codes_and_no_names(
     )
     day = RUN_DAY.isoformat()
 
-    code, out = await _cli(clean_database, tmp_path, "run", "birthdays", "--dry-run", "--date", day)
+    code, out = await _cli(
+        clean_database, tmp_path, "run", "birthdays", "--dry-run", "--date", day
+    )
     assert code == 0, out
     assert "would reach 2 member(s)" in out
     assert f"sample to member {silver}" in out and f"sample to member {plain}" in out
@@ -93,7 +95,8 @@ async def test_no_wake_up_or_win_back_coupon_for_members_who_turned_offers_off(
         RUN_DAY - timedelta(days=days), time(12), tzinfo=shop.tz
     )
     ids = {}
-    for telegram_id, days, opted_in in ((1, 60, True), (2, 60, False), (3, 90, True), (4, 90, False)):
+    spells = ((1, 60, True), (2, 60, False), (3, 90, True), (4, 90, False))
+    for telegram_id, days, opted_in in spells:
         ids[telegram_id], _ = await _member(
             session, shop, telegram_id, f"M{telegram_id}", created_at=bought(200),
             last_purchase_at=bought(days), first_purchase_at=bought(days), stage="active",

@@ -73,7 +73,8 @@ async def test_first_command_is_welcomed_then_answered(
     await chat.send(message_update(USER, "/points", language_code="zh-hans", first_name="小明"))
     texts = _texts(chat)
     assert len(texts) == 2
-    assert "欢迎加入会员" in texts[0] and "💳 会员卡" in _menu(chat.fake.calls_of("sendMessage")[0].params)
+    assert "欢迎加入会员" in texts[0]
+    assert "💳 会员卡" in _menu(chat.fake.calls_of("sendMessage")[0].params)
     assert "欢迎加入会员" not in texts[1]  # then the points they asked for
     assert len(await _members(session)) == 1
 
@@ -110,7 +111,8 @@ async def test_strangers_buttons_groups_and_blocks_make_no_member(
     answer = chat.fake.calls_of("answerCallbackQuery")[-1]
     assert answer.params["text"] == "Please send /start to join the club first."
     await chat.send(callback_update(FRIEND, DeleteStep(step="confirm").pack(), language_code="zh"))
-    assert chat.fake.calls_of("answerCallbackQuery")[-1].params["text"] == "请先发送 /start 加入会员。"
+    answer = chat.fake.calls_of("answerCallbackQuery")[-1]
+    assert answer.params["text"] == "请先发送 /start 加入会员。"
     await chat.send(message_update(USER, "hi all", chat_id=-100123, chat_type="supergroup"))
     await chat.send(my_chat_member_update(USER, "member"))
     assert chat.fake.calls_of("sendMessage") == []
@@ -154,7 +156,9 @@ async def test_leaving_and_returning_gives_no_second_bonus_coupon_or_referral(
     [again] = await _members(session, USER)
     session.expunge(again)
     assert again.id != first_id and again.points_balance == 0 and again.referrer_id is None
-    coupons = await session.scalar(select(func.count(Coupon.id)).where(Coupon.member_id == again.id))
+    coupons = await session.scalar(
+        select(func.count(Coupon.id)).where(Coupon.member_id == again.id)
+    )
     entries = await session.scalar(
         select(func.count(LedgerEntry.id)).where(LedgerEntry.member_id == again.id)
     )
@@ -197,10 +201,13 @@ async def test_returning_by_writing_is_welcomed_back_in_chinese(
 
 
 def test_hash_secret_comes_from_the_setting_or_the_token() -> None:
-    derived = Settings(_env_file=None, bot_token=TEST_TOKEN)  # type: ignore[call-arg]
-    empty = Settings(_env_file=None, bot_token=TEST_TOKEN, member_hash_secret="")  # type: ignore[call-arg]
-    other = Settings(_env_file=None, bot_token="987654321:another-token-xyz")  # type: ignore[call-arg]
-    chosen = Settings(_env_file=None, bot_token=TEST_TOKEN, member_hash_secret="s3cret")  # type: ignore[call-arg]
+    def settings(**values: str) -> Settings:
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
+
+    derived = settings(bot_token=TEST_TOKEN)
+    empty = settings(bot_token=TEST_TOKEN, member_hash_secret="")
+    other = settings(bot_token="987654321:another-token-xyz")
+    chosen = settings(bot_token=TEST_TOKEN, member_hash_secret="s3cret")
     assert derived.member_hash_key() == empty.member_hash_key()  # stable, empty means unset
     assert derived.member_hash_key() != other.member_hash_key()
     assert TEST_TOKEN.encode() not in derived.member_hash_key()

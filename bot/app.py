@@ -36,6 +36,7 @@ from domain.clock import Clock, SystemClock
 from domain.program import Program, load_program
 from domain.shop import Shop
 from handlers import build_router
+from handlers.start import staff_commands
 from handlers.outbox_signal import OutboxSignal
 from handlers.texts import LANGUAGES, Texts, load_texts
 
@@ -83,7 +84,7 @@ def create_app(
     program = program or load_program(settings.program_file)
     shop = Shop(
         program=program, clock=clock or SystemClock(), tz=settings.tz,
-        phone_region=settings.phone_region,
+        phone_region=settings.phone_region, member_hash_secret=settings.member_hash_key(),
     )
     engine = create_engine(settings.database_url)
     session_factory = create_session_factory(engine)
@@ -99,8 +100,9 @@ def create_app(
     dispatcher.update.outer_middleware(UpdateLog())
     dispatcher.update.outer_middleware(Throttle(texts))
     dispatcher.update.outer_middleware(DatabaseSession(session_factory))
-    dispatcher.update.outer_middleware(CurrentMember())
-    dispatcher.include_router(build_router())
+    router = build_router()
+    dispatcher.update.outer_middleware(CurrentMember(staff_commands(router)))
+    dispatcher.include_router(router)
     dispatcher.startup.register(_on_startup)
     scheduler = AsyncIOScheduler(timezone=settings.tz)
     schedule_jobs(scheduler, session_factory, shop, outbox_signal)

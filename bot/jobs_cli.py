@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import date
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import create_engine, create_session_factory
 from bot.scheduler import job_day
@@ -13,13 +16,16 @@ from bot.sender import render_push
 from bot.settings import Settings
 from handlers.texts import load_texts
 from domain.clock import SystemClock
-from domain.jobs import JobReport, PlannedPush, last_occasion
-from domain.models import JobRun, Member
+from domain.coupons import COUPON_CODE_LENGTH, last_valid_instant
+from domain.jobs import JobReport, PlannedPush, coupon_payload, last_occasion
+from domain.models import JobRun, Member, Push
 from domain.program import Program
 from domain.schedule import JOBS, run_job
 from domain.shop import Shop
 
 EXIT_USAGE = 2
+PREVIEW_CODE = "X" * COUPON_CODE_LENGTH  # a dry run grants no coupon, so has no code to show
+NAME_KEYS = frozenset({"name", "friend"})  # payload fields naming a person
 
 
 def _when(name: str, shop: Shop) -> str:
@@ -64,27 +70,53 @@ async def jobs_command(settings: Settings, program: Program, args: argparse.Name
         await engine.dispose()
 
 
-async def _print_samples(session_factory, shop: Shop, report: JobReport) -> None:  # type: ignore[no-untyped-def]
+async def _print_samples(
+    session_factory: async_sessionmaker[AsyncSession], shop: Shop, report: JobReport
+) -> None:
+    """A few of the job's messages as members read them. A real run shows the pushes it wrote
+    (with the coupon codes granted); a dry run a preview of what it would write. Names are
+    left out: this output goes to cron logs, so members are named by their code only."""
     texts = load_texts(currency=shop.program.currency)
     async with session_factory() as session:
         for planned in report.samples:
             member = await session.scalar(select(Member).where(Member.id == planned.member_id))
             if member is None:
                 continue
-            payload = _with_coupon_preview(shop, planned)
-            text = render_push(texts, shop, member, planned.kind, payload)
+            if report.dry_run:
+                payload = _preview(shop, planned)
+            else:
+                written = await session.scalar(select(Push.payload).where(Push.key == planned.key))
+                if written is None:
+                    continue
+                payload = json.loads(written)
+            text = render_push(
+                texts, shop, _nameless(member), planned.kind, _nameless_payload(payload)
+            )
             print(f"\n--- sample to member {member.code} ({member.language}) ---\n{text}")
+        if report.dry_run and any(p.coupon_template for p in report.samples):
+            print(f"\n(dry run: {PREVIEW_CODE} stands for the coupon codes a real run grants)")
 
 
-def _with_coupon_preview(shop: Shop, planned: PlannedPush) -> dict[str, object]:
-    """A dry run grants no coupon: show what the coupon would be."""
+def _preview(shop: Shop, planned: PlannedPush) -> dict[str, Any]:
+    """A dry run grants no coupon: the payload a real run would write now, with a stand-in
+    code (domain.jobs._write_batch)."""
     payload = dict(planned.payload)
     template = shop.program.coupon_template(planned.coupon_template or "")
-    if template is not None and "coupon" not in payload:
-        from domain.money import format_money
-
-        payload["coupon"] = {
-            "code": "(new code)", "kind": template.kind, "value": format_money(template.value),
-            "min_spend": format_money(template.min_spend), "valid_until": "",
-        }
+    if template is not None:
+        until = last_valid_instant(shop, shop.now(), template.valid_days)
+        payload["coupon"] = coupon_payload(shop, template, PREVIEW_CODE, until)
     return payload
+
+
+def _nameless(member: Member) -> Member:
+    """A detached copy of the member without names, to render a sample with."""
+    return Member(
+        code=member.code, language=member.language, tier=member.tier,
+        points_balance=member.points_balance, points_debt=member.points_debt,
+        status=member.status, marketing_opt_in=member.marketing_opt_in,
+        created_at=member.created_at,
+    )
+
+
+def _nameless_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("" if k in NAME_KEYS else v) for k, v in payload.items()}

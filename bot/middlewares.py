@@ -10,12 +10,13 @@ from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.enums import ChatType
-from aiogram.types import Chat, TelegramObject, Update, User
+from aiogram.types import Chat, Message, TelegramObject, Update, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from handlers.texts import Texts
 from domain import members
 from domain.shop import Shop
+from handlers.start import greet, telegram_profile
+from handlers.texts import Texts
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
@@ -53,34 +54,53 @@ class DatabaseSession(BaseMiddleware):
             return await handler(event, data)
 
 
-def _is_start(update: Update) -> bool:
-    text = update.message.text if update.message is not None else None
-    return bool(text) and text.split(maxsplit=1)[0].split("@")[0] == "/start"  # type: ignore[union-attr]
+def _command(message: Message) -> str | None:
+    """The command a message starts with (``/sale@shop_bot 1`` → ``sale``), or None."""
+    text = message.text or message.caption or ""
+    if not text.startswith("/"):
+        return None
+    return text.split(maxsplit=1)[0][1:].split("@", 1)[0]
 
 
 class CurrentMember(BaseMiddleware):
-    """Loads the member once per update (registering on first contact in a private chat, except
-    for /start, which registers with its invitation code) and picks the member's language."""
+    """Loads the member once per update and picks the member's language.
+
+    Nobody becomes a member silently. /start registers (handlers/start.py, with its invitation
+    code); in a private chat, a first message of any other kind registers too, and then the
+    person gets the same welcome and menu as with /start: for a command the command is
+    answered after the welcome, anything else is answered by the welcome alone. A staff
+    command (``staff_commands``) never registers anyone, nor does a button press, a group
+    message or a block/unblock."""
+
+    def __init__(self, staff_commands: frozenset[str] = frozenset()) -> None:
+        self.staff_commands = staff_commands
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
         chat: Chat | None = data.get("event_chat")
         session: AsyncSession = data["session"]
-        shop: Shop = data["shop"]
         member = None
+        message = event.message if isinstance(event, Update) else None
+        command = _command(message) if message is not None else None
+        # Staff need no membership for their own commands (handlers check it, e.g. profile).
+        data["staff_command"] = command in self.staff_commands
         if user is not None and not user.is_bot:
             member = await members.member_by_telegram_id(session, user.id)
             private = chat is None or chat.type == ChatType.PRIVATE
             wrote = isinstance(event, Update) and (
                 event.message is not None or event.callback_query is not None
             )
-            if member is None and private and wrote and not _is_start(event):  # type: ignore[arg-type]
-                profile = members.TelegramProfile(
-                    user.id, user.first_name, user.last_name, user.username, user.language_code
-                )
-                member = (await members.register(session, shop, profile)).member
             if session.in_transaction():
                 await session.commit()  # end the read: use cases begin their own transactions
+            if member is None and private and message is not None:
+                if command != "start" and command not in self.staff_commands:
+                    shop: Shop = data["shop"]
+                    registration = await members.register(session, shop, telegram_profile(message))
+                    member = registration.member
+                    if registration.created:
+                        await greet(message, registration, shop, data["texts"])
+                        if command is None:
+                            return None  # the welcome and the menu are the answer
             if member is not None and wrote and private and not member.reachable:
                 await members.set_reachable(session, member, True)  # they wrote again
         data["member"] = member

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,6 +15,8 @@ from sqlalchemy.exc import ArgumentError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_PROGRAM_FILE = PACKAGE_DIR / "default_program.toml"
+
+MEMBER_HASH_LABEL = b"member-companion/member-hash-secret/v1"
 
 IdList = Annotated[frozenset[int], NoDecode]
 
@@ -33,6 +37,9 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, ge=0, le=65535)
     program_file: Path = DEFAULT_PROGRAM_FILE
     phone_region: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
+    # Key of the one-way hash kept of a Telegram id when a member erases their data, so the
+    # sign-up gifts are given once per account. Changing it forgets who has been here before.
+    member_hash_secret: SecretStr | None = None
 
     @field_validator("bot_token", "telegram_api_url", "pos_api_token", mode="before")
     @classmethod
@@ -105,6 +112,11 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else None
 
+    @field_validator("member_hash_secret", mode="before")
+    @classmethod
+    def _empty_secret(cls, value: object) -> object:
+        return None if value is None or str(value).strip() == "" else value
+
     def require_bot_token(self) -> str:
         """The token, or the one-line explanation of how to get one."""
         if self.bot_token is None:
@@ -113,6 +125,14 @@ class Settings(BaseSettings):
                 "(https://t.me/BotFather), then put its token in the environment or in .env"
             )
         return self.bot_token.get_secret_value()
+
+    def member_hash_key(self) -> bytes:
+        """MEMBER_HASH_SECRET, or when unset a key derived from BOT_TOKEN (HMAC-SHA256 with a
+        fixed label): stable as long as the token is, never the token itself."""
+        if self.member_hash_secret is not None:
+            return self.member_hash_secret.get_secret_value().encode()
+        token = self.require_bot_token().encode()
+        return hmac.new(token, MEMBER_HASH_LABEL, hashlib.sha256).digest()
 
     @property
     def tz(self) -> ZoneInfo:

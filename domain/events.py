@@ -1,4 +1,5 @@
-"""Behaviours the shop's other systems see (a review, a share): points and growth, once."""
+"""Behaviours the shop's other systems see (a review, a share): points and growth, once; a
+congratulation push when the growth lifts the member's tier."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import points
+from domain import outbox, points
 from domain.errors import IdempotencyConflict, InvalidInput, MemberFrozen, Reason
 from domain.growth import BEHAVIOUR, add_growth
 from domain.idempotency import fingerprint, with_retry_on_race
@@ -20,6 +21,7 @@ from domain.tiers import check_upgrade
 from domain.transaction import write_transaction
 
 EVENT_KINDS = ("review", "share")
+TIER_UPGRADE = "tier_upgrade"  # the push congratulating on a tier reached by a behaviour
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,16 @@ async def record_event(
             balance = await session.scalar(
                 select(Member.points_balance).where(Member.id == member.id)
             )
+            if outcome.went_up(shop):  # as an order's receipt does: congratulate, same commit
+                await outbox.enqueue(
+                    session, shop, member_id=member.id, kind=TIER_UPGRADE,
+                    key=f"{TIER_UPGRADE}:event:{event_id}",
+                    payload={
+                        "tier": outcome.after, "previous_tier": outcome.before,
+                        "behaviour": kind, "points_earned": earned,
+                        "growth_earned": growth, "balance": int(balance or 0),
+                    },
+                )
             receipt = EventReceipt(
                 event_id=event_id, kind=kind, member_code=member.code, points_earned=earned,
                 growth_earned=growth, balance=int(balance or 0), tier=outcome.after,

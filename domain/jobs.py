@@ -23,6 +23,7 @@ from domain.idempotency import with_retry_on_race
 from domain.member_code import new_code
 from domain.models import Coupon, JobRun, Push
 from domain.money import format_money
+from domain.program import CouponTemplate
 from domain.shop import Shop
 from domain.transaction import write_transaction
 
@@ -148,6 +149,19 @@ async def new_coupon_codes(session: AsyncSession, count: int) -> list[str]:
     return list(codes)
 
 
+def coupon_payload(
+    shop: Shop, template: CouponTemplate, code: str, valid_until: datetime
+) -> dict[str, str]:
+    """How a granted coupon is told in its push's payload."""
+    return {
+        "code": code, "kind": template.kind,
+        "value": str(template.value) if template.kind == "percent_off"
+        else format_money(template.value),
+        "min_spend": format_money(template.min_spend),
+        "valid_until": shop.local_date(valid_until).isoformat(),
+    }
+
+
 async def _write_batch(session: AsyncSession, shop: Shop, batch: list[PlannedPush]) -> int:
     """One transaction: the batch's new coupons and outbox rows, a few statements in all."""
 
@@ -181,13 +195,7 @@ async def _write_batch(session: AsyncSession, shop: Shop, batch: list[PlannedPus
                             "created_at": now,
                         }
                     )
-                    payload["coupon"] = {
-                        "code": code, "kind": template.kind,
-                        "value": str(template.value) if template.kind == "percent_off"
-                        else format_money(template.value),
-                        "min_spend": format_money(template.min_spend),
-                        "valid_until": shop.local_date(until).isoformat(),
-                    }
+                    payload["coupon"] = coupon_payload(shop, template, code, until)
                 pushes.append(
                     {
                         "key": planned.key, "member_id": planned.member_id,

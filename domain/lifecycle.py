@@ -92,7 +92,10 @@ def _stage_offer(stage: str, kind: str, template: str):  # type: ignore[no-untyp
         # in a dry run (no evaluation written) it is those the evaluation would move.
         entering = or_(Member.stage != stage, Member.stage_since == today)
         query = _columns().where(
-            Member.status == "active", stage_expression(shop, today) == stage, entering
+            Member.status == "active", stage_expression(shop, today) == stage, entering,
+            # An offer is marketing: a member who turned offers off gets none, so no coupon
+            # is made for them either (it would sit unannounced in /coupons).
+            Member.marketing_opt_in.is_(True),
         )
         async for batch in keyset_batches(
             session, query, Member.id,

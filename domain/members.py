@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import date
 
@@ -13,7 +15,7 @@ from domain import outbox, points, referrals
 from domain.errors import InvalidPhone, MemberNotFound, NotOwnContact, PhoneTaken
 from domain.growth import growth_total
 from domain.member_code import new_member_code, normalize_member_code
-from domain.models import Member, TierChange
+from domain.models import FormerAccount, Member, TierChange
 from domain.phone import normalize_phone
 from domain.shop import Shop
 from domain.tiers import TierProgress, progress
@@ -44,6 +46,20 @@ class Registration:
     member: Member
     created: bool
     referrer: Member | None = None
+    # A person who was a member before and erased their data: welcomed back, without the
+    # sign-up bonus, the welcome coupon or a referral for whoever invited them.
+    returning: bool = False
+
+
+def account_hash(secret: bytes, telegram_id: int) -> str:
+    """The keyed one-way hash (HMAC-SHA256, hex) of a Telegram id, kept after erasure: it tells
+    whether an account has been a member before, never which account or member it was."""
+    return hmac.new(secret, str(telegram_id).encode(), hashlib.sha256).hexdigest()
+
+
+async def was_member_before(session: AsyncSession, shop: Shop, telegram_id: int) -> bool:
+    digest = account_hash(shop.member_hash_secret, telegram_id)
+    return await session.get(FormerAccount, digest) is not None
 
 
 async def member_by_telegram_id(session: AsyncSession, telegram_id: int) -> Member | None:
@@ -80,16 +96,19 @@ async def _unused_code(session: AsyncSession) -> str:
 async def register(
     session: AsyncSession, shop: Shop, profile: TelegramProfile, *, referrer_code: str | None = None
 ) -> Registration:
-    """Register on first contact: a unique code, the sign-up bonus, the inviter if any.
+    """Register on first contact: a unique code, the sign-up bonus, the welcome coupon, the
+    inviter if any. The gifts and the invitation count once per Telegram account: a person who
+    erased an earlier membership joins again without them (``Registration.returning``).
     Registering again changes nothing and returns the existing member."""
     try:
         async with write_transaction(session):
             existing = await member_by_telegram_id(session, profile.telegram_id)
             if existing is not None:
                 return Registration(existing, created=False)
+            returning = await was_member_before(session, shop, profile.telegram_id)
             referrer = None
             code = normalize_member_code(referrer_code) if referrer_code else None
-            if code is not None:
+            if code is not None and not returning:
                 referrer = await session.scalar(
                     select(Member).where(Member.code == code, Member.status == ACTIVE)
                 )
@@ -119,6 +138,8 @@ async def register(
                     growth=0, created_at=now,
                 )
             )
+            if returning:
+                return Registration(member, created=True, returning=True)
             bonus = shop.program.points.signup
             if bonus > 0:
                 posting = await points.earn(

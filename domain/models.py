@@ -335,6 +335,17 @@ class ExitSurvey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class FormerAccount(Base):
+    """A Telegram account whose member erased their data: only a keyed one-way hash of its id
+    (HMAC-SHA256, domain.members.account_hash), with no time and no link to the member row,
+    so the same person is welcomed back without the sign-up gifts, and nobody can tell from
+    it who they were."""
+
+    __tablename__ = "former_accounts"
+
+    telegram_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class JobRun(Base):
     """The last occasion each scheduled job ran for, so a job missed while the bot was down
     runs once when it comes back, and a second run for the same occasion does nothing new."""

@@ -4,7 +4,9 @@ Erasure removes who the member was (names, username, phone, birthday, the Telegr
 what they could still use (active coupons, undelivered messages), and keeps what the shop's
 accounts need: the member row itself (status "deleted", code only), its ledger, lots, orders
 and refunds, so every balance still equals the sum of its ledger. The Telegram id is cleared,
-so the same person writing again is registered as a new member.
+so the same person writing again is registered as a new member; only a keyed one-way hash of
+it is kept apart (``FormerAccount``, with no time and no link to the row), so that new
+membership comes without a second sign-up bonus or welcome coupon.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from domain.models import (
     CheckIn,
     Coupon,
     ExitSurvey,
+    FormerAccount,
     GrowthEntry,
     LedgerEntry,
     Member,
@@ -30,6 +33,7 @@ from domain.models import (
     Refund,
     TierChange,
 )
+from domain.members import account_hash
 from domain.money import format_money
 from domain.shop import Shop
 from domain.transaction import write_transaction
@@ -219,13 +223,18 @@ async def erase_member(
     """Erase the member's personal data in one transaction: names, username, phone, birthday,
     Telegram id and card image cleared, status "deleted"; active coupons void; pending pushes
     failed ("member left"); the exit survey's reason (one of EXIT_REASONS) saved apart, with
-    no link to the member. The ledger, lots, orders and refunds stay with the anonymised row.
+    no link to the member; the keyed hash of the Telegram id remembered (``FormerAccount``) so
+    the sign-up gifts are not given twice. The ledger, lots, orders and refunds stay with the
+    anonymised row.
 
     Returns False and changes nothing when the member was already erased (a double tap)."""
     if reason is not None and reason not in EXIT_REASONS:
         raise ValueError(f"unknown exit reason {reason!r}")
     async with write_transaction(session):
         now = shop.now()
+        telegram_id = await session.scalar(
+            select(Member.telegram_id).where(Member.id == member.id, Member.status != DELETED)
+        )
         erased = await session.execute(
             update(Member)
             .where(Member.id == member.id, Member.status != DELETED)
@@ -254,4 +263,8 @@ async def erase_member(
         )
         if reason is not None:
             session.add(ExitSurvey(reason=reason, created_at=_survey_time(shop)))
+        if telegram_id is not None:
+            digest = account_hash(shop.member_hash_secret, telegram_id)
+            if await session.get(FormerAccount, digest) is None:  # left once before already
+                session.add(FormerAccount(telegram_hash=digest))
     return True

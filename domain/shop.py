@@ -16,6 +16,9 @@ class Shop:
     clock: Clock
     tz: ZoneInfo
     phone_region: str = "CN"
+    # The key of the one-way hash kept of a Telegram id after erasure (domain.members
+    # account_hash); the bot passes its MEMBER_HASH_SECRET setting.
+    member_hash_secret: bytes = b""
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -223,12 +223,13 @@ async def test_delete_end_to_end_erases_identity_and_keeps_the_accounts(
     await chat.app.sender.deliver_pending()
     assert len(chat.fake.calls_of("sendMessage")) == sends
 
-    # a later /start is a brand-new member with a new code and a fresh sign-up bonus
+    # a later /start is a brand-new member with a new code, welcomed back without the
+    # sign-up bonus (given once per Telegram account)
     await chat.send(message_update(USER, "/start", first_name="Lin"))
-    assert "Welcome to the club" in chat.fake.calls_of("sendMessage")[-1].params["text"]
+    assert "Welcome back" in chat.fake.calls_of("sendMessage")[-1].params["text"]
     fresh = await _member(session)
     assert fresh.id != member_id and fresh.code != code
-    assert fresh.points_balance == 100 and fresh.phone is None and fresh.birthday_month is None
+    assert fresh.points_balance == 0 and fresh.phone is None and fresh.birthday_month is None
     assert (await _by_id(session, member_id)).status == "deleted"
 
 
@@ -296,7 +297,7 @@ async def test_crafted_delete_press_erases_only_the_one_who_pressed(
     assert (await _by_id(session, alice_id)).status == "active"
 
 
-async def test_old_button_after_leaving_starts_a_fresh_membership_and_keeps_it(
+async def test_old_button_after_leaving_makes_no_member_and_spares_the_new_one(
     chat: Conversation, session: AsyncSession, clock: FixedClock
 ) -> None:
     await chat.send(message_update(USER, "/delete"))
@@ -308,8 +309,16 @@ async def test_old_button_after_leaving_starts_a_fresh_membership_and_keeps_it(
     assert (await _by_id(session, old_id)).status == "deleted"
 
     clock.advance(hours=1)
-    await chat.send(_press(USER, DeleteStep(step="reason", reason="other").pack(), shown, on=on))
-    fresh = await _member(session)  # registered by this press
+    old_press = DeleteStep(step="reason", reason="other").pack()
+    await chat.send(_press(USER, old_press, shown, on=on))
+    asked = chat.fake.calls_of("answerCallbackQuery")[-1]
+    assert "/start" in asked.params["text"]  # a press makes nobody a member
+    assert await _count(session, select(func.count(Member.id)).where(Member.telegram_id == USER)) == 0
+
+    await chat.send(message_update(USER, "/start"))
+    clock.advance(minutes=5)
+    await chat.send(_press(USER, old_press, shown, on=on))
+    fresh = await _member(session)  # the old button does not erase the new membership
     assert fresh.id != old_id and fresh.status == "active"
     stale = chat.fake.calls_of("editMessageText")[-1]
     assert "earlier membership" in stale.params["text"]

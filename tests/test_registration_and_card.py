@@ -180,6 +180,7 @@ async def test_group_gets_only_a_pointer_and_registers_nobody(
 
 
 async def test_unknown_text_gets_help_with_menu(chat: Conversation) -> None:
+    await chat.send(message_update(USER, "/start"))  # a member's first text is welcomed instead
     await chat.send(message_update(USER, "what is this"))
     reply = chat.fake.calls_of("sendMessage")[-1]
     assert "/card" in reply.params["text"]

@@ -26,7 +26,7 @@ What is not sent
     A member who left (status ``deleted`` or no chat) fails the push ("member left"). A
     marketing push to a member who opted out is ``skipped``. Quiet hours (21:00-09:00 local)
     hold back every marketing push and every kind but the ones the member's own action caused
-    (``UNQUIET_KINDS``: receipt, referral reward): their ``not_before`` moves to the next
+    (``UNQUIET_KINDS``: receipt, refund, referral reward): their ``not_before`` moves to the next
     09:00 local. A kind without a template fails
     ("no template") and is logged.
 
@@ -79,7 +79,7 @@ BATCH = 200
 WORKERS = 8
 CHAT_INTERVAL_SECONDS = 1.0
 # Caused by the member's own action a moment ago: expected at any hour.
-UNQUIET_KINDS = frozenset({"receipt", "referral_reward"})
+UNQUIET_KINDS = frozenset({"receipt", "refund", "referral_reward"})
 
 T = TypeVar("T")
 

@@ -22,7 +22,6 @@ from domain.coupons import COUPON_DATA_LENGTH, last_valid_instant
 from domain.idempotency import with_retry_on_race
 from domain.member_code import new_code
 from domain.models import Coupon, JobRun, Push
-from domain.money import format_money
 from domain.shop import Shop
 from domain.transaction import write_transaction
 
@@ -183,9 +182,8 @@ async def _write_batch(session: AsyncSession, shop: Shop, batch: list[PlannedPus
                     )
                     payload["coupon"] = {
                         "code": code, "kind": template.kind,
-                        "value": str(template.value) if template.kind == "percent_off"
-                        else format_money(template.value),
-                        "min_spend": format_money(template.min_spend),
+                        # minor units (percent for percent_off): templates word them
+                        "value": template.value, "min_spend": template.min_spend,
                         "valid_until": shop.local_date(until).isoformat(),
                     }
                 pushes.append(

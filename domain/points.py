@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import func, insert, select, update
@@ -511,12 +511,12 @@ async def describe_entries(
     rewards: dict[str, Localized] = {}
     if codes:
         names = {r.key: r.name for r in shop.program.rewards}
-        rows = await session.execute(
+        issued = await session.execute(
             select(Coupon.code, Coupon.source).where(
                 Coupon.member_id == member_id, Coupon.code.in_(codes)
             )
         )
-        for code, source in rows:
+        for code, source in issued:
             name = names.get(source.removeprefix(REWARD_SOURCE))
             if source.startswith(REWARD_SOURCE) and name is not None:
                 rewards[code] = name

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from datetime import date, datetime
 from decimal import Decimal
-from functools import cache, partial
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -186,7 +186,9 @@ class Texts:
     def _coupon_filter(self, context: Context, coupon: Any) -> str:
         """``{{ c|coupon }}`` for anything with kind, value and min_spend (a coupon, a
         reward, a coupon template, a push payload's coupon)."""
-        get = coupon.get if isinstance(coupon, dict) else partial(getattr, coupon)
+        def get(name: str) -> Any:
+            return coupon[name] if isinstance(coupon, dict) else getattr(coupon, name)
+
         return self.coupon(
             _context_lang(context), kind=get("kind"), value=get("value"),
             min_spend=get("min_spend"),

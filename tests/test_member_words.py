@@ -22,6 +22,7 @@ from handlers.texts import load_texts
 from tests.conftest import STAFF_ID, Conversation
 from tests.fake_telegram import callback_update, message_update
 
+
 @dataclass(frozen=True)
 class Joined:
     id: int

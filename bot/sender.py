@@ -26,8 +26,8 @@ What is not sent
     A member who left (status ``deleted`` or no chat) fails the push ("member left"). A
     marketing push to a member who opted out is ``skipped``. Quiet hours (21:00-09:00 local)
     hold back every marketing push and every kind but the ones the member's own action caused
-    and the account notices (``UNQUIET_KINDS``: receipt, referral reward, account on hold /
-    active again): their ``not_before`` moves to the next 09:00 local. A kind without a
+    and the account notices (``UNQUIET_KINDS``: receipt, refund, referral reward, account on
+    hold / active again): their ``not_before`` moves to the next 09:00 local. A kind without a
     template fails ("no template") and is logged.
 
 Stopping and restarting
@@ -80,7 +80,9 @@ WORKERS = 8
 CHAT_INTERVAL_SECONDS = 1.0
 # Caused by the member's own action a moment ago, or a change of their account that the till
 # and the chat already show (frozen, active again): expected at any hour.
-UNQUIET_KINDS = frozenset({"receipt", "referral_reward", "account_frozen", "account_unfrozen"})
+UNQUIET_KINDS = frozenset(
+    {"receipt", "refund", "referral_reward", "account_frozen", "account_unfrozen"}
+)
 
 T = TypeVar("T")
 

@@ -22,7 +22,6 @@ from domain.coupons import COUPON_DATA_LENGTH, last_valid_instant
 from domain.idempotency import with_retry_on_race
 from domain.member_code import new_code
 from domain.models import Coupon, JobRun, Push
-from domain.money import format_money
 from domain.program import CouponTemplate
 from domain.shop import Shop
 from domain.transaction import write_transaction
@@ -151,13 +150,12 @@ async def new_coupon_codes(session: AsyncSession, count: int) -> list[str]:
 
 def coupon_payload(
     shop: Shop, template: CouponTemplate, code: str, valid_until: datetime
-) -> dict[str, str]:
-    """How a granted coupon is told in its push's payload."""
+) -> dict[str, str | int]:
+    """How a granted coupon is told in its push's payload: minor units (a percentage for
+    percent_off), which the templates word."""
     return {
         "code": code, "kind": template.kind,
-        "value": str(template.value) if template.kind == "percent_off"
-        else format_money(template.value),
-        "min_spend": format_money(template.min_spend),
+        "value": template.value, "min_spend": template.min_spend,
         "valid_until": shop.local_date(valid_until).isoformat(),
     }
 

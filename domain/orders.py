@@ -149,6 +149,16 @@ def _order_fingerprint(request: OrderRequest) -> str:
     )
 
 
+def _receipt_push(shop: Shop, receipt: OrderReceipt, order: Order) -> dict[str, object]:
+    """The receipt push: the receipt, with its local day and its money in minor units for
+    the templates to format in the member's language and the shop's currency."""
+    return asdict(receipt) | {
+        "day": shop.local_date(order.occurred_at).isoformat(),
+        "amount_minor": order.amount, "coupon_discount_minor": order.coupon_discount,
+        "points_offset_minor": order.offset, "paid_minor": order.paid,
+    }
+
+
 def _receipt(order: Order) -> OrderReceipt:
     return OrderReceipt(**json.loads(order.response))
 
@@ -184,7 +194,7 @@ async def place_order(session: AsyncSession, shop: Shop, request: OrderRequest) 
             order.response = receipt.to_json()
             await outbox.enqueue(
                 session, shop, member_id=member.id, kind="receipt",
-                key=f"receipt:{order.order_id}", payload=asdict(receipt),
+                key=f"receipt:{order.order_id}", payload=_receipt_push(shop, receipt, order),
             )
             return Outcome(receipt, replayed=False)
 
@@ -395,7 +405,25 @@ async def _apply_refund(
         await coupons.reinstate(session, order.coupon_id, now=shop.now())
     outcome = await recheck_after_refund(session, shop, order.member_id)
     await session.flush()
-    balance = await session.scalar(select(Member.points_balance).where(Member.id == order.member_id))
+    balance = int(
+        await session.scalar(select(Member.points_balance).where(Member.id == order.member_id))
+        or 0
+    )
+    # The member's own receipt of the refund, in the refund's transaction; keyed by the
+    # refund id, so a replayed refund (answered from its stored receipt) pushes nothing.
+    await outbox.enqueue(
+        session, shop, member_id=order.member_id, kind="refund",
+        key=f"{key}:push",
+        payload={
+            "purchase_day": shop.local_date(order.occurred_at).isoformat(),
+            "purchase_amount": order.amount, "refund_amount": refund.amount,
+            "full": refunded == order.amount, "cash_returned": cash,
+            "points_taken_back": take_points, "points_returned": give_points,
+            "growth_taken_back": take_growth, "balance": balance,
+            "tier": outcome.after, "previous_tier": outcome.before,
+            "tier_changed": outcome.changed,
+        },
+    )
     return RefundReceipt(
         refund_id=refund.refund_id,
         order_id=order.order_id,
@@ -405,7 +433,7 @@ async def _apply_refund(
         points_taken_back=take_points,
         points_returned=give_points,
         growth_taken_back=take_growth,
-        balance=int(balance or 0),
+        balance=balance,
         tier=outcome.after,
         tier_changed=outcome.changed,
     )

@@ -10,17 +10,21 @@ Functions here never commit: they run inside the caller's write transaction.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import InsufficientPoints, MemberNotFound
 from domain.expiry import expiry_date
-from domain.models import LedgerEntry, LotDraw, Member, PointsLot
+from domain.models import Coupon, LedgerEntry, LotDraw, Member, Order, PointsLot
+from domain.program import Localized
 from domain.shop import Shop
+from domain.transaction import read_transaction
 
 
 @dataclass(frozen=True)
@@ -394,26 +398,11 @@ async def expire_due(session: AsyncSession, shop: Shop, *, on: date, batch: int 
         expired += len(lots)
 
 
-@dataclass(frozen=True)
-class HistoryLine:
-    kind: str
-    amount: int
-    reason: str
-    source_ref: str | None
-    at: datetime
-
-
-@dataclass(frozen=True)
-class HistoryPage:
-    lines: list[HistoryLine]
-    page: int
-    pages: int
-
-
-async def history_page(
-    session: AsyncSession, member_id: int, *, page: int, per_page: int = 8
-) -> HistoryPage:
-    """One page of the member's ledger, newest first (page 0 is the newest)."""
+async def _history_entries(
+    session: AsyncSession, member_id: int, *, page: int, per_page: int
+) -> tuple[list[LedgerEntry], int, int]:
+    """One page of the member's ledger entries, newest first, with the page (clamped) and
+    the number of pages."""
     total = int(
         await session.scalar(
             select(func.count(LedgerEntry.id)).where(LedgerEntry.member_id == member_id)
@@ -431,5 +420,142 @@ async def history_page(
             .limit(per_page)
         )
     ).all()
-    lines = [HistoryLine(r.kind, r.amount, r.reason, r.source_ref, r.created_at) for r in rows]
-    return HistoryPage(lines, page, pages)
+    return list(rows), page, pages
+
+
+# ------------------------------------------------------------------ what the member reads
+
+SOON_DAYS = 30
+ORDER_REF = "order:"
+COUPON_REF = "coupon:"
+REWARD_SOURCE = "reward:"
+# The reason orders.py writes on purchase points: "order <id> at <tier> ×<multiplier>".
+_PURCHASE_REASON = re.compile(r" at (?P<tier>.+) ×(?P<multiplier>[0-9.]+)$")
+
+
+@dataclass(frozen=True)
+class PurchaseRef:
+    """The member's own order a ledger line comes from, as they know it: when and how much."""
+
+    day: date  # local
+    amount: int  # minor units, after the tier discount
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """One line of the points history, described by its cause rather than internal keys:
+    ``kind`` (purchase, offset, refund, expiry, signup, checkin, reward, referral, ...), the
+    member's own purchase it belongs to, the reward's name, the tier and multiplier a
+    purchase earned at. A referral line carries nothing of the friend (code or order)."""
+
+    kind: str
+    amount: int
+    day: date  # local
+    purchase: PurchaseRef | None = None
+    reward_name: Localized | None = None
+    tier_name: Localized | None = None
+    multiplier: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class PointsOverview:
+    balance: int
+    expiring: list[ExpiringPoints]  # within ``SOON_DAYS``, earliest first
+    later: ExpiringPoints | None  # the first expiry after that
+    lines: list[LedgerLine]
+    page: int
+    pages: int
+
+
+def _tier_of(shop: Shop, reason: str) -> tuple[Localized | None, Decimal | None]:
+    """Tier and multiplier of a purchase entry, from the reason orders.py wrote."""
+    found = _PURCHASE_REASON.search(reason)
+    if found is None:
+        return None, None
+    try:
+        multiplier = Decimal(found["multiplier"]).normalize()
+    except InvalidOperation:
+        return None, None
+    named = found["tier"]
+    tier = next(
+        (t for t in shop.program.tiers if named in (t.key, t.name.en, t.name.zh)), None
+    )
+    return (tier.name if tier is not None else None), multiplier
+
+
+async def describe_entries(
+    session: AsyncSession, shop: Shop, member_id: int, entries: list[LedgerEntry]
+) -> list[LedgerLine]:
+    """Ledger entries as the member reads them: their purchases (day, amount) and rewards
+    (the program's localized name) looked up by reference, only among their own."""
+    order_ids = {
+        e.source_ref.removeprefix(ORDER_REF)
+        for e in entries
+        if e.source_ref and e.source_ref.startswith(ORDER_REF) and e.kind != "referral"
+    }
+    codes = {
+        e.source_ref.removeprefix(COUPON_REF)
+        for e in entries
+        if e.source_ref and e.source_ref.startswith(COUPON_REF)
+    }
+    purchases: dict[str, PurchaseRef] = {}
+    if order_ids:
+        rows = await session.execute(
+            select(Order.order_id, Order.occurred_at, Order.amount).where(
+                Order.member_id == member_id, Order.order_id.in_(order_ids)
+            )
+        )
+        purchases = {
+            order_id: PurchaseRef(shop.local_date(at), amount) for order_id, at, amount in rows
+        }
+    rewards: dict[str, Localized] = {}
+    if codes:
+        names = {r.key: r.name for r in shop.program.rewards}
+        issued = await session.execute(
+            select(Coupon.code, Coupon.source).where(
+                Coupon.member_id == member_id, Coupon.code.in_(codes)
+            )
+        )
+        for code, source in issued:
+            name = names.get(source.removeprefix(REWARD_SOURCE))
+            if source.startswith(REWARD_SOURCE) and name is not None:
+                rewards[code] = name
+    lines = []
+    for entry in entries:
+        ref = entry.source_ref or ""
+        purchase = None
+        if entry.kind != "referral" and ref.startswith(ORDER_REF):
+            purchase = purchases.get(ref.removeprefix(ORDER_REF))
+        tier_name, multiplier = (
+            _tier_of(shop, entry.reason) if entry.kind == "purchase" else (None, None)
+        )
+        lines.append(
+            LedgerLine(
+                kind=entry.kind, amount=entry.amount, day=shop.local_date(entry.created_at),
+                purchase=purchase, reward_name=rewards.get(ref.removeprefix(COUPON_REF)),
+                tier_name=tier_name, multiplier=multiplier,
+            )
+        )
+    return lines
+
+
+async def overview(
+    session: AsyncSession, shop: Shop, member_id: int, *, page: int, per_page: int = 8
+) -> PointsOverview:
+    """What /points shows: the balance, what expires within ``SOON_DAYS`` (and the next
+    expiry after that), and one page of the history, newest first. One read transaction."""
+    async with read_transaction(session):
+        balance = await session.scalar(select(Member.points_balance).where(Member.id == member_id))
+        if balance is None:
+            raise MemberNotFound(member_id=member_id)
+        schedule = await expiring_points(session, member_id)
+        history = await _history_entries(session, member_id, page=page, per_page=per_page)
+        entries, page, pages = history
+        lines = await describe_entries(session, shop, member_id, entries)
+    soon_until = shop.today() + timedelta(days=SOON_DAYS)
+    return PointsOverview(
+        balance=int(balance),
+        expiring=[item for item in schedule if item.expires_on <= soon_until],
+        later=next((item for item in schedule if item.expires_on > soon_until), None),
+        lines=lines, page=page, pages=pages,
+    )

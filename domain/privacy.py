@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,12 +35,14 @@ from domain.models import (
 )
 from domain.members import account_hash
 from domain.money import format_money
+from domain.points import LedgerLine, describe_entries
 from domain.shop import Shop
 from domain.transaction import write_transaction
 
 # One tap in the exit survey; no free text, so nothing in it can name anyone.
 EXIT_REASONS = ("too_many_messages", "not_useful", "privacy", "moving_away", "other")
 DELETED = "deleted"
+REFERRAL = "referral"
 LEFT = "member left"
 
 
@@ -57,25 +59,36 @@ def _money(minor: int) -> str:
     return format_money(minor)
 
 
+class ExportWords(Protocol):
+    """How the export describes its entries in the member's own language (the doors word
+    them; the domain gives codes and values)."""
+
+    def ledger_line(self, line: LedgerLine) -> str: ...
+
+    def tier_change(self, reason: str, before: str | None, after: str) -> str: ...
+
+    def coupon(self, kind: str, value: int, min_spend: int, source: str) -> str: ...
+
+
 async def _all(session: AsyncSession, query: Any) -> Iterable[Any]:
     return (await session.scalars(query)).all()
 
 
-async def export_member_data(session: AsyncSession, shop: Shop, member: Member) -> dict[str, Any]:
+async def export_member_data(
+    session: AsyncSession, shop: Shop, member: Member, *, words: ExportWords | None = None
+) -> dict[str, Any]:
     """Everything kept about the member, as a JSON-serialisable document: profile, points
     ledger and lots, coupons, orders with refunds, growth, tier history, check-ins and badges.
     Instants are local ISO 8601 with offset, days ISO dates, money decimal strings in the
-    program's currency. Reads only; the read is ended before returning."""
+    program's currency. Entries carry language-neutral codes (``kind``, ``reason``) and,
+    given ``words``, a ``description`` in the member's language; nothing in it names another
+    member (a referral line says a friend bought, not who or which order). Reads only; the
+    read is ended before returning."""
     try:
         fresh = await session.scalar(
             select(Member).where(Member.id == member.id).execution_options(populate_existing=True)
         )
         assert fresh is not None
-        referrer_code = None
-        if fresh.referrer_id is not None:
-            referrer_code = await session.scalar(
-                select(Member.code).where(Member.id == fresh.referrer_id)
-            )
         document: dict[str, Any] = {
             "exported_at": _when(shop, shop.now()),
             "currency": shop.program.currency,
@@ -93,22 +106,30 @@ async def export_member_data(session: AsyncSession, shop: Shop, member: Member) 
                 "tier": fresh.tier,
                 "points_balance": fresh.points_balance,
                 "points_debt": fresh.points_debt,
-                "invited_by": referrer_code,
+                # that a friend invited them, not who: the friend's code is the friend's
+                "invited_by_a_friend": fresh.referrer_id is not None,
                 "joined_at": _when(shop, fresh.created_at),
                 "first_purchase_at": _when(shop, fresh.first_purchase_at),
                 "last_purchase_at": _when(shop, fresh.last_purchase_at),
             },
         }
         mid = fresh.id
-        document["ledger"] = [
-            {
-                "id": e.id, "at": _when(shop, e.created_at), "kind": e.kind, "amount": e.amount,
-                "balance_after": e.balance_after, "reason": e.reason, "reference": e.source_ref,
-            }
-            for e in await _all(
+        entries = list(
+            await _all(
                 session, select(LedgerEntry).where(LedgerEntry.member_id == mid)
                 .order_by(LedgerEntry.id)
             )
+        )
+        lines = await describe_entries(session, shop, mid, entries)
+        document["ledger"] = [
+            {
+                "id": e.id, "at": _when(shop, e.created_at), "kind": e.kind, "amount": e.amount,
+                "balance_after": e.balance_after,
+                # the member's own order or coupon; a referral's order is the friend's
+                "reference": None if e.kind == REFERRAL else e.source_ref,
+            }
+            | _described(words.ledger_line(line) if words else None)
+            for e, line in zip(entries, lines, strict=True)
         ]
         document["points_lots"] = [
             {
@@ -129,6 +150,7 @@ async def export_member_data(session: AsyncSession, shop: Shop, member: Member) 
                 "used_at": _when(shop, c.used_at), "used_order_id": c.used_order_id,
                 "issued_at": _when(shop, c.created_at),
             }
+            | _described(words.coupon(c.kind, c.value, c.min_spend, c.source) if words else None)
             for c in await _all(
                 session, select(Coupon).where(Coupon.member_id == mid).order_by(Coupon.id)
             )
@@ -163,8 +185,12 @@ async def export_member_data(session: AsyncSession, shop: Shop, member: Member) 
         document["growth"] = [
             {
                 "at": _when(shop, g.occurred_at), "kind": g.kind, "source": g.source,
-                "amount": g.amount, "reason": g.reason,
+                "amount": g.amount,
             }
+            | _described(
+                words.ledger_line(LedgerLine(g.kind, g.amount, shop.local_date(g.occurred_at)))
+                if words else None
+            )
             for g in await _all(
                 session, select(GrowthEntry).where(GrowthEntry.member_id == mid)
                 .order_by(GrowthEntry.occurred_at, GrowthEntry.id)
@@ -175,6 +201,7 @@ async def export_member_data(session: AsyncSession, shop: Shop, member: Member) 
                 "at": _when(shop, t.created_at), "from": t.from_tier, "to": t.to_tier,
                 "reason": t.reason, "growth": t.growth,
             }
+            | _described(words.tier_change(t.reason, t.from_tier, t.to_tier) if words else None)
             for t in await _all(
                 session, select(TierChange).where(TierChange.member_id == mid)
                 .order_by(TierChange.id)
@@ -196,6 +223,10 @@ async def export_member_data(session: AsyncSession, shop: Shop, member: Member) 
     finally:
         if session.in_transaction():
             await session.commit()  # reads only: ends the snapshot before the upload
+
+
+def _described(description: str | None) -> dict[str, str]:
+    return {"description": description} if description is not None else {}
 
 
 def _birthday(shop: Shop, member: Member) -> dict[str, Any] | None:

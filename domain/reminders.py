@@ -19,7 +19,6 @@ from domain.coupons import format_coupon_code
 from domain.jobs import BATCH, PlannedPush, keyset_batches
 from domain.members import DELETED
 from domain.models import Coupon, Member, PointsLot
-from domain.money import format_money
 from domain.shop import Shop
 
 POINTS_EXPIRY = "points_expiry"
@@ -78,11 +77,6 @@ async def points_expiry_reminders(
             yield batch
 
 
-def coupon_value(kind: str, value: int) -> str:
-    """A coupon's value as the pushes show it: money, or the percentage for percent_off."""
-    return str(value) if kind == "percent_off" else format_money(value)
-
-
 async def coupon_expiry_reminders(
     session: AsyncSession, shop: Shop, today: date
 ) -> AsyncIterator[list[PlannedPush]]:
@@ -112,8 +106,8 @@ async def coupon_expiry_reminders(
             "code": row.code,
             "grouped_code": format_coupon_code(row.code),
             "kind": row.kind,
-            "value": coupon_value(row.kind, row.value),
-            "min_spend": format_money(row.min_spend),
+            "value": row.value,  # minor units (percent for percent_off): templates word them
+            "min_spend": row.min_spend,
             "valid_until": shop.local_date(row.valid_until).isoformat(),
             "source": row.source,
             "days": days,

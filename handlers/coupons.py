@@ -20,7 +20,6 @@ from handlers.texts import Texts
 from domain import coupons
 from domain.coupons import CouponView
 from domain.models import Member
-from domain.money import MINOR_PER_UNIT, format_money
 from domain.shop import Shop
 from handlers.callbacks import CouponOpen, RewardView
 from handlers.editing import edit_in_place
@@ -30,19 +29,9 @@ from handlers.media import qr_png
 LIST = 0  # CouponOpen(coupon_id=0): the list itself
 
 
-def _short_money(minor: int) -> str:
-    """'20' for 20.00, '19.90' otherwise: how prices are said in Chinese coupon names."""
-    return str(minor // MINOR_PER_UNIT) if minor % MINOR_PER_UNIT == 0 else format_money(minor)
-
-
 def coupon_worth(texts: Texts, lang: str, *, kind: str, value: int, min_spend: int) -> str:
-    """What a coupon (or a reward's coupon) is worth, in words: '20.00 off 100.00'."""
-    key = f"coupons_{kind}" + ("_min" if min_spend and kind != "free_item" else "")
-    shown = str(value) if kind == "percent_off" else format_money(value)
-    return texts.label(
-        lang, key, value=shown, min_spend=format_money(min_spend), yuan=_short_money(value),
-        min_yuan=_short_money(min_spend), rate=f"{(100 - value) / 10:g}",
-    )
+    """What a coupon (or a reward's coupon) is worth, in the wording every screen uses."""
+    return texts.coupon(lang, kind=kind, value=value, min_spend=min_spend)
 
 
 def _worth(texts: Texts, lang: str, coupon: CouponView) -> str:

@@ -2,66 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, timedelta
-
 from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import Texts
 from domain import points
 from domain.models import Member
 from domain.shop import Shop
-from domain.transaction import read_transaction
 from handlers.callbacks import PointsPage
 from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
-
-SOON_DAYS = 30
-
-
-@dataclass(frozen=True)
-class _Line:
-    kind: str
-    amount: int
-    reason: str
-    source_ref: str | None
-    local_day: date
+from handlers.texts import Texts
 
 
 async def _render(
     session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str, page: int
 ) -> tuple[str, InlineKeyboardMarkup | None]:
-    async with read_transaction(session):
-        balance = await session.scalar(select(Member.points_balance).where(Member.id == member.id))
-        schedule = await points.expiring_points(session, member.id)
-        history = await points.history_page(session, member.id, page=page)
-    soon_until = shop.today() + timedelta(days=SOON_DAYS)
-    expiring = [item for item in schedule if item.expires_on <= soon_until]
-    later = next((item for item in schedule if item.expires_on > soon_until), None)
-    lines = [
-        _Line(x.kind, x.amount, x.reason, x.source_ref, shop.local_date(x.at)) for x in history.lines
-    ]
-    text = texts.render(
-        lang, "points/overview", balance=balance or 0, expiring=expiring, later=later,
-        lines=lines, page=history.page, pages=history.pages,
-    )
+    seen = await points.overview(session, shop, member.id, page=page)
+    text = texts.render(lang, "points/overview", o=seen, soon_days=points.SOON_DAYS)
     buttons = []
-    if history.page > 0:
+    if seen.page > 0:
         buttons.append(
             InlineKeyboardButton(
                 text=texts.label(lang, "points_newer"),
-                callback_data=PointsPage(page=history.page - 1).pack(),
+                callback_data=PointsPage(page=seen.page - 1).pack(),
             )
         )
-    if history.page + 1 < history.pages:
+    if seen.page + 1 < seen.pages:
         buttons.append(
             InlineKeyboardButton(
                 text=texts.label(lang, "points_older"),
-                callback_data=PointsPage(page=history.page + 1).pack(),
+                callback_data=PointsPage(page=seen.page + 1).pack(),
             )
         )
     return text, InlineKeyboardMarkup(inline_keyboard=[buttons]) if buttons else None

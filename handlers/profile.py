@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain import members, privacy
 from domain import profile as profiles
 from domain.models import Member
+from domain.points import LedgerLine
 from domain.shop import Shop
 from handlers.callbacks import BirthdayPick, DeleteStep, ProfileAction, ProfileLanguage
 from handlers.editing import edit_in_place
@@ -336,10 +337,36 @@ async def not_staff(message: Message, texts: Texts, lang: str) -> None:
     await message.answer(texts.render(lang, "staff/only"))
 
 
+class _ExportWords:
+    """The export's descriptions in the member's language, from the same templates and
+    coupon wording as the chat."""
+
+    def __init__(self, texts: Texts, shop: Shop, lang: str) -> None:
+        self.texts, self.shop, self.lang = texts, shop, lang
+
+    def ledger_line(self, line: LedgerLine) -> str:
+        return self.texts.render(self.lang, "points/line", line=line)
+
+    def tier_change(self, reason: str, before: str | None, after: str) -> str:
+        return self.texts.render(
+            self.lang, "profile/mydata_tier", reason=reason, before=before, after=after,
+            program=self.shop.program,
+        )
+
+    def coupon(self, kind: str, value: int, min_spend: int, source: str) -> str:
+        key = source.removeprefix("reward:")
+        reward = next((r for r in self.shop.program.rewards if r.key == key), None)
+        if source.startswith("reward:") and reward is not None and kind == "free_item":
+            return reward.name.get(self.lang)  # as /coupons names it
+        return self.texts.coupon(self.lang, kind=kind, value=value, min_spend=min_spend)
+
+
 async def my_data(
     message: Message, session: AsyncSession, shop: Shop, texts: Texts, lang: str, member: Member
 ) -> None:
-    document = await privacy.export_member_data(session, shop, member)
+    document = await privacy.export_member_data(
+        session, shop, member, words=_ExportWords(texts, shop, lang)
+    )
     content = json.dumps(document, ensure_ascii=False, indent=2).encode()
     await message.answer_document(
         BufferedInputFile(content, filename=f"member-data-{member.code}.json"),

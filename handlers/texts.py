@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context,
 from jinja2.runtime import Context
 
 from domain.member_code import format_member_code
-from domain.money import MINOR_PER_UNIT
+from domain.money import MINOR_PER_UNIT, parse_money
 
 LANGUAGES = ("en", "zh")
 TEMPLATES_PACKAGE = "companion_templates"
@@ -79,6 +79,8 @@ class Texts:
         self.env.filters["day"] = self._day_filter
         self.env.filters["plural"] = self._plural_filter
         self.env.filters["member_code"] = format_member_code
+        self.env.filters["coupon"] = self._coupon_filter
+        self.env.filters["price"] = self._price_filter
         self._labels = {lang: self._load_labels(lang) for lang in LANGUAGES}
         for lang in LANGUAGES:
             if not self._labels[lang]:
@@ -117,13 +119,46 @@ class Texts:
         return labels
 
     # Formatting, shared by templates (as filters) and labels (as methods).
-    def number(self, lang: str, value: int | Decimal) -> str:
-        return format_decimal(value, locale=LOCALES[_lang(lang)])
+    def number(self, lang: str, value: int | Decimal, *, signed: bool = False) -> str:
+        """1234 -> "1,234"; ``signed`` shows the sign of gains too: "+1,234" / "-1,234"."""
+        text = format_decimal(value, locale=LOCALES[_lang(lang)])
+        return f"+{text}" if signed and value > 0 else text
 
     def money(self, lang: str, minor: int) -> str:
         """Minor units in the shop's currency: 248050 -> "CN¥2,480.50" / "¥2,480.50"."""
         amount = Decimal(minor) / MINOR_PER_UNIT
         return format_currency(amount, self.currency, locale=LOCALES[_lang(lang)])
+
+    def price(self, lang: str, minor: int) -> str:
+        """Money as a price is said in an offer: whole amounts without ".00" ("CN¥50",
+        "¥50"), others as ``money`` does ("CN¥9.90")."""
+        if minor % MINOR_PER_UNIT:
+            return self.money(lang, minor)
+        locale = LOCALES[_lang(lang)]
+        pattern = Locale.parse(locale).currency_formats["standard"].pattern
+        whole = pattern.replace(".00", "")
+        return format_currency(
+            minor // MINOR_PER_UNIT, self.currency, locale=locale, format=whole,
+            currency_digits=False,
+        )
+
+    def coupon(
+        self, lang: str, *, kind: str, value: int | str, min_spend: int | str = 0
+    ) -> str:
+        """What a coupon is worth, in the one wording every screen and push uses
+        ("CN¥10 off orders over CN¥50" / "满¥50减¥10券"), from the ``coupon_*`` labels.
+
+        ``value`` is minor units (a percentage for ``percent_off``) and ``min_spend`` minor
+        units; decimal strings ("10.00"), as pushes queued by earlier versions carry them,
+        are read too."""
+        percent = int(Decimal(str(value))) if kind == "percent_off" else 0
+        amount = 0 if kind == "percent_off" else _minor(value)
+        minimum = _minor(min_spend)
+        key = f"coupon_{kind}" + ("_min" if minimum and kind != "free_item" else "")
+        return self.label(
+            lang, key, value=self.price(lang, amount), min_spend=self.price(lang, minimum),
+            percent=percent, rate=self.number(lang, Decimal(100 - percent) / 10),
+        )
 
     def day(self, lang: str, value: date | datetime) -> str:
         return format_date(value, _DATE_PATTERNS[_lang(lang)], locale=LOCALES[_lang(lang)])
@@ -138,11 +173,34 @@ class Texts:
         return self.money(_context_lang(context), minor)
 
     @pass_context
-    def _number_filter(self, context: Context, value: int | Decimal) -> str:
-        return self.number(_context_lang(context), value)
+    def _price_filter(self, context: Context, minor: int) -> str:
+        return self.price(_context_lang(context), minor)
 
     @pass_context
-    def _day_filter(self, context: Context, value: date | datetime, lang: str | None = None) -> str:
+    def _number_filter(
+        self, context: Context, value: int | Decimal, signed: bool = False
+    ) -> str:
+        return self.number(_context_lang(context), value, signed=signed)
+
+    @pass_context
+    def _coupon_filter(self, context: Context, coupon: Any) -> str:
+        """``{{ c|coupon }}`` for anything with kind, value and min_spend (a coupon, a
+        reward, a coupon template, a push payload's coupon)."""
+        def get(name: str) -> Any:
+            return coupon[name] if isinstance(coupon, dict) else getattr(coupon, name)
+
+        return self.coupon(
+            _context_lang(context), kind=get("kind"), value=get("value"),
+            min_spend=get("min_spend"),
+        )
+
+    @pass_context
+    def _day_filter(
+        self, context: Context, value: date | datetime | str, lang: str | None = None
+    ) -> str:
+        """A date, or an ISO date as push payloads carry them ("2026-03-13")."""
+        if isinstance(value, str):
+            value = date.fromisoformat(value)
         return self.day(lang or _context_lang(context), value)
 
     @pass_context
@@ -169,6 +227,10 @@ class Texts:
             for key, text in self._labels[_lang(lang)].items()
             if key.startswith("command_")
         ]
+
+
+def _minor(amount: int | str) -> int:
+    return parse_money(amount) if isinstance(amount, str) else int(amount)
 
 
 @cache

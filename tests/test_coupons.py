@@ -104,10 +104,10 @@ async def test_list_and_open_a_coupon_in_english(
     await chat.send(message_update(MEMBER, "/coupons"))
     listing = chat.fake.calls_of("sendMessage")[-1]
     assert "Your coupons</b> (1)" in listing.params["text"]
-    assert "20.00 off 100.00</b>, until 9 Apr 2026" in listing.params["text"]
+    assert "CN¥20 off orders of CN¥100 or more</b>, until 9 Apr 2026" in listing.params["text"]
     [button] = _buttons(listing)
     assert button == {
-        "text": "🎟 20.00 off 100.00 · until 9 Apr",
+        "text": "🎟 CN¥20 off orders of CN¥100 or more · until 9 Apr",
         "callback_data": CouponOpen(coupon_id=coupon_id).pack(),
     }
 
@@ -116,7 +116,7 @@ async def test_list_and_open_a_coupon_in_english(
     assert photo.params["chat_id"] == str(MEMBER)
     assert photo.params["photo"]["bytes"] == qr_png(code)  # the QR code carries the code
     caption = photo.params["caption"]
-    assert "<b>20.00 off 100.00</b>" in caption
+    assert "<b>CN¥20 off orders of CN¥100 or more</b>" in caption
     assert "Minimum spend: CN¥100.00" in caption
     assert "Valid until: 9 Apr 2026" in caption
     assert f"<code>{_grouped(code)}</code>" in caption
@@ -130,8 +130,8 @@ async def test_list_and_open_a_coupon_in_chinese(
     await chat.send(message_update(MEMBER, "🎟 优惠券", language_code="zh-hans"))
     listing = chat.fake.calls_of("sendMessage")[-1]
     assert "我的优惠券</b>（1 张）" in listing.params["text"]
-    assert "满100减20</b>，2026年4月9日到期" in listing.params["text"]
-    assert _buttons(listing)[0]["text"] == "🎟 满100减20 · 4月9日到期"
+    assert "满¥100减¥20券</b>，2026年4月9日到期" in listing.params["text"]
+    assert _buttons(listing)[0]["text"] == "🎟 满¥100减¥20券 · 4月9日到期"
     await chat.send(callback_update(MEMBER, CouponOpen(coupon_id=coupon_id).pack()))
     caption = chat.fake.calls_of("sendPhoto")[-1].params["caption"]
     assert "最低消费：¥100.00" in caption and "有效期至：2026年4月9日" in caption

@@ -140,7 +140,7 @@ async def test_offers_reach_the_member_in_their_language(
     await run_job(chat.app.session_factory, shop, "lifecycle", today=TODAY)
     assert await chat.app.sender.deliver_pending() == 1
     text = chat.fake.calls_of("sendMessage")[-1].params["text"]
-    assert "好久不见" in text and "满100.00减20.00券" in text
+    assert "好久不见" in text and "满¥100减¥20券" in text
 
 
 async def test_callbacks_list_for_staff_only(

@@ -231,8 +231,8 @@ async def test_coupons_ending_in_3_local_days_are_reminded_once(
     member_id, payload = pushes[f"coupon_expiry:{in_3}"]
     assert member_id == lin
     assert payload["code"] == in_3_code and payload["valid_until"] == "2026-03-13"
-    assert payload["kind"] == "amount_off" and payload["value"] == "10.00"
-    assert payload["min_spend"] == "50.00" and payload["source"] == "welcome"
+    assert payload["kind"] == "amount_off" and payload["value"] == 1000
+    assert payload["min_spend"] == 5000 and payload["source"] == "welcome"
     assert pushes[f"coupon_expiry:{early}"][1]["valid_until"] == "2026-03-13"
 
     again = await run_job(session_factory, shop, "coupon_expiry_reminders", today=TODAY)
@@ -241,10 +241,10 @@ async def test_coupons_ending_in_3_local_days_are_reminded_once(
 
     assert await chat.app.sender.deliver_pending() == 2
     [english] = _texts_to(chat, 5031)
-    assert "<b>10.00 off 50.00</b> is valid until <b>13 Mar 2026</b>" in english
+    assert "<b>CN¥10 off orders of CN¥50 or more</b> is valid until <b>13 Mar 2026</b>" in english
     assert f"{in_3_code[:5]}-{in_3_code[5:]}" in english
     [chinese] = _texts_to(chat, 5032)
-    assert "满100享8.5折" in chinese and "2026年3月13日</b>到期" in chinese
+    assert "满¥100享8.5折券" in chinese and "2026年3月13日</b>到期" in chinese
     assert "还有 3 天" in chinese
 
 

@@ -147,7 +147,7 @@ async def test_welcome_coupon_is_issued_once_and_in_chinese_welcome(
     chat: Conversation, session: AsyncSession
 ) -> None:
     await chat.send(message_update(OTHER, "/start", first_name="小红", language_code="zh-hans"))
-    assert "满¥50.00减¥10.00优惠券" in chat.fake.calls_of("sendMessage")[-1].params["text"]
+    assert "满¥50减¥10券" in chat.fake.calls_of("sendMessage")[-1].params["text"]
     await chat.send(message_update(OTHER, "/start", first_name="小红", language_code="zh-hans"))
     await chat.send(message_update(OTHER, "/card", language_code="zh-hans"))
     assert len(await _welcome_coupons(session, await _code(session, OTHER))) == 1
@@ -332,7 +332,7 @@ async def test_invite_shows_link_qr_and_counts_then_leaderboard_in_place(
     link = f"https://t.me/{BOT_USERNAME}?start=ref_{inviter}"
     caption = photo.params["caption"]
     assert link in caption
-    assert "CN¥10.00 off CN¥50.00" in caption and "<b>200</b> points" in caption
+    assert "CN¥10 off orders of CN¥50 or more" in caption and "<b>200</b> points" in caption
     assert "Friends joined: <b>2</b>" in caption
     assert "Friends who bought: <b>1</b>" in caption
     assert "You earned: <b>200</b> points · 50 growth" in caption
@@ -366,7 +366,7 @@ async def test_invite_menu_button_in_chinese_and_empty_leaderboard(
     photo = chat.fake.calls_of("sendPhoto")[-1]
     caption = photo.params["caption"]
     assert f"start=ref_{code}" in caption
-    assert "满¥50.00减¥10.00优惠券" in caption and "<b>200</b> 积分" in caption
+    assert "满¥50减¥10券" in caption and "<b>200</b> 积分" in caption
     assert "已加入的好友：<b>0</b>" in caption
     buttons = [b for row in photo.params["reply_markup"]["inline_keyboard"] for b in row]
     board_button = next(b["callback_data"] for b in buttons if "排行榜" in b["text"])

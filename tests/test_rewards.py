@@ -178,7 +178,7 @@ async def test_redeem_end_to_end_in_english(
     photo = chat.fake.calls_of("sendPhoto")[-1]
     assert photo.params["chat_id"] == str(MEMBER)
     assert f"{code[:5]}-{code[5:]}" in photo.params["caption"]
-    assert "5.00 off" in photo.params["caption"]
+    assert "<b>CN¥5 off</b>" in photo.params["caption"]
 
 
 async def test_redeem_end_to_end_in_chinese(
@@ -192,7 +192,7 @@ async def test_redeem_end_to_end_in_chinese(
     assert "积分商城" in text and "2,000" in text and "银卡会员及以上" in text
     await _press(chat, RewardView(key="twenty_off_100").pack())
     item = _last_edit(chat)
-    assert "满100减20" in item.params["text"] and "所需积分：<b>1,800</b>" in item.params["text"]
+    assert "满¥100减¥20券" in item.params["text"] and "所需积分：<b>1,800</b>" in item.params["text"]
     assert _button(item, RewardRedeem(key="twenty_off_100", confirmed=False).pack())[
         "text"
     ] == "用1,800积分兑换"

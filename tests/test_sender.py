@@ -27,13 +27,22 @@ from tests.fake_telegram import FakeTelegram, message_update
 
 
 def _receipt(order_id: str, balance: int = 150) -> dict[str, Any]:
-    return asdict(OrderReceipt(
-        order_id=order_id, member_code="ABCD1234", amount="50.00", coupon_code=None,
+    """A receipt push's payload as domain/orders.py writes it (money also in minor units).
+    The order id is not shown to the member, so the coupon code carries it."""
+    return _MINOR_FIELDS | asdict(OrderReceipt(
+        order_id=order_id, member_code="ABCD1234", amount="50.00",
+        coupon_code=order_id,  # shown on the receipt: tells the tests' pushes apart
         coupon_discount="0.00", points_redeemed=0, points_offset="0.00", to_pay="50.00",
         points_earned=50, growth_earned=50, balance=balance, tier="member",
         previous_tier="member", tier_changed=False, next_tier="silver",
         growth_to_next_tier=4950, occurred_at="2026-03-10T02:00:00+00:00",
     ))
+
+
+_MINOR_FIELDS: dict[str, Any] = {
+    "day": "2026-03-10", "amount_minor": 5000, "coupon_discount_minor": 0,
+    "points_offset_minor": 0, "paid_minor": 5000,
+}
 
 
 async def _member(chat: Conversation, session: AsyncSession, uid: int, lang: str = "en") -> int:
@@ -117,8 +126,8 @@ async def test_one_chat_gets_at_most_one_message_a_second_while_others_go_on(
 ) -> None:
     busy = await _member(chat, session, 7201)
     other = await _member(chat, session, 7202)
-    for i in range(3):
-        await _push(session, shop, busy, f"busy-{i}")
+    for i in range(3):  # told apart by their balances: 1,000, 1,001, 1,002
+        await _push(session, shop, busy, f"busy-{i}", payload=_receipt(f"busy-{i}", 1000 + i))
     await _push(session, shop, other, "other-0")
     timed = TimedBot(app)
 
@@ -130,8 +139,9 @@ async def test_one_chat_gets_at_most_one_message_a_second_while_others_go_on(
     [to_other] = [t for t, c in timed.accepted if c == 7202]
     assert to_other < to_busy[1]  # did not wait behind the busy chat
     # and in the order they were written
-    assert [t.split("Order ")[1].split("\n")[0] for t in _delivered(chat.fake, 7201, "busy-")] == [
-        "busy-0", "busy-1", "busy-2",
+    receipts = _delivered(chat.fake, 7201, "Thank you for your purchase")
+    assert [t.split("Balance: <b>")[1].split("<")[0] for t in receipts] == [
+        "1,000", "1,001", "1,002",
     ]
 
 
@@ -383,10 +393,11 @@ async def test_pushes_are_rendered_in_each_members_language(
 
     assert await app.sender.deliver_pending() == 3
 
-    [zh] = _delivered(chat.fake, 7961, "zh-1")
-    assert "感谢您的惠顾" in zh and "积分余额：<b>1,234</b>" in zh
+    [zh] = _delivered(chat.fake, 7961, "感谢您的惠顾")
+    assert "积分余额：<b>1,234</b>" in zh and "实付：¥50.00" in zh
     assert "Thank you" not in zh
-    [en] = _delivered(chat.fake, 7962, "en-1")
-    assert "Thank you for your purchase" in en and "Balance: <b>1,234</b> points" in en
+    [en] = _delivered(chat.fake, 7962, "Thank you for your purchase")
+    assert "Balance: <b>1,234</b> points" in en and "Paid: CN¥50.00" in en
+    assert "2026-03-10" not in en and "10 Mar 2026" in en
     [zh_day] = _delivered(chat.fake, 7961, "会员日")
     assert "林" in zh_day

@@ -28,8 +28,9 @@ COMMANDS = (
     "/profile", "/mydata", "/help", "/language", "/delete",
 )
 # Buttons that would end the walk (erasing the member) or leave the language under test are
-# read but not pressed.
-NOT_PRESSED = ("del:", "lang:")
+# read but not pressed (the language already chosen is pressed: it must change nothing).
+NOT_PRESSED = ("del:",)
+LANGUAGE_BUTTONS = ("lang:", "prl:")
 # Each language's own name is written in that language on the language chooser.
 LANGUAGE_NAMES = ("English",)
 READ_METHODS = {
@@ -61,24 +62,29 @@ async def _walk(chat: Conversation, lang: str) -> list[str]:
     for command in COMMANDS:
         start = len(chat.fake.calls)
         await chat.send(message_update(MEMBER, command, language_code=lang, first_name=NAMES[lang]))
-        frontier += _new_buttons(chat, start, seen_data)
+        frontier += _new_buttons(chat, start, seen_data, lang)
     for _depth in range(3):
         next_frontier: list[tuple[str, int]] = []
         for data, message_id in frontier:
             start = len(chat.fake.calls)
             await chat.send(callback_update(MEMBER, data, message_id=message_id, language_code=lang))
-            next_frontier += _new_buttons(chat, start, seen_data)
+            next_frontier += _new_buttons(chat, start, seen_data, lang)
         frontier = next_frontier
     return [text for call in _member_calls(chat) for text in _texts(call)]
 
 
-def _new_buttons(chat: Conversation, start: int, seen: set[str]) -> list[tuple[str, int]]:
+def _new_buttons(
+    chat: Conversation, start: int, seen: set[str], lang: str
+) -> list[tuple[str, int]]:
     found = []
     for call in _member_calls(chat, start):
         message_id = int(call.params.get("message_id") or 50)
         for button in _buttons(call):
             data = button.get("callback_data")
-            if data and data not in seen and not data.startswith(NOT_PRESSED):
+            other_language = data and data.startswith(LANGUAGE_BUTTONS) and not data.endswith(
+                f":{lang}"
+            )
+            if data and data not in seen and not data.startswith(NOT_PRESSED) and not other_language:
                 seen.add(data)
                 found.append((data, message_id))
     return found
@@ -111,7 +117,8 @@ def _unformatted_numbers(text: str) -> list[str]:
     text = re.sub(r"\d{1,2} [A-Z][a-z]{2} \d{4}", " ", text)  # 9 Apr 2026
     text = re.sub(r"[A-Z][a-z]+ \d{4}", " ", text)  # March 2026
     text = re.sub(r"\d{4}-\d{2}-\d{2}", " ", text)  # 1990-03-21, a date to type
-    text = re.sub(r"\d{4}年", " ", text)  # 2026年
+    text = re.sub(r"\d{4}\s?年", " ", text)  # 2026年, 2026 年
+    text = re.sub(r"(?<![\d,.+-])(?:19|20)\d{2}(?!\d)", " ", text)  # a year: "in 2027"
     return re.findall(r"(?<![\d,.])[+-]?\d{4,}(?![\d])", text)
 
 

@@ -36,8 +36,8 @@ from domain.clock import Clock, SystemClock
 from domain.program import Program, load_program
 from domain.shop import Shop
 from handlers import build_router
-from handlers.start import staff_commands
 from handlers.outbox_signal import OutboxSignal
+from handlers.start import staff_commands
 from handlers.texts import LANGUAGES, Texts, load_texts
 
 log = logging.getLogger(__name__)

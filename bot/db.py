@@ -30,7 +30,8 @@ def _prepare_sqlite_path(url: str) -> None:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; on SQLite with WAL, a busy timeout, foreign keys and write locks up front."""
+    """An async engine; on SQLite with WAL, a busy timeout, foreign keys and write locks up
+    front."""
     is_sqlite = make_url(url).get_backend_name() == "sqlite"
     if is_sqlite:
         _prepare_sqlite_path(url)

@@ -14,7 +14,6 @@ from bot.db import create_engine, create_session_factory
 from bot.scheduler import job_day
 from bot.sender import render_push
 from bot.settings import Settings
-from handlers.texts import load_texts
 from domain.clock import SystemClock
 from domain.coupons import COUPON_CODE_LENGTH, last_valid_instant
 from domain.jobs import JobReport, PlannedPush, coupon_payload, last_occasion
@@ -22,6 +21,7 @@ from domain.models import JobRun, Member, Push
 from domain.program import Program
 from domain.schedule import JOBS, run_job
 from domain.shop import Shop
+from handlers.texts import load_texts
 
 EXIT_USAGE = 2
 PREVIEW_CODE = "X" * COUPON_CODE_LENGTH  # a dry run grants no coupon, so has no code to show
@@ -48,7 +48,8 @@ async def jobs_command(settings: Settings, program: Program, args: argparse.Name
             async with session_factory() as session:
                 for name, job in JOBS.items():
                     row = await session.get(JobRun, name)
-                    last = f"last ran for {row.occasion}" if row and row.finished_at else "never ran"
+                    ran = row is not None and row.finished_at is not None
+                    last = f"last ran for {row.occasion}" if ran else "never ran"  # type: ignore[union-attr]
                     print(f"{name:<26} {_when(name, shop):<28} {last:<24} {job.description}")
             return 0
         if args.name not in JOBS:

@@ -37,11 +37,11 @@ class InFlight(BaseMiddleware):
             if task is not None:
                 self.tasks.discard(task)
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, seconds: float) -> None:
         current = asyncio.current_task()
         pending = {t for t in self.tasks if t is not current and not t.done()}
         if pending:
-            await asyncio.wait(pending, timeout=timeout)
+            await asyncio.wait(pending, timeout=seconds)
 
 
 class DatabaseSession(BaseMiddleware):
@@ -92,15 +92,17 @@ class CurrentMember(BaseMiddleware):
             )
             if session.in_transaction():
                 await session.commit()  # end the read: use cases begin their own transactions
-            if member is None and private and message is not None:
-                if command != "start" and command not in self.staff_commands:
-                    shop: Shop = data["shop"]
-                    registration = await members.register(session, shop, telegram_profile(message))
-                    member = registration.member
-                    if registration.created:
-                        await greet(message, registration, shop, data["texts"])
-                        if command is None:
-                            return None  # the welcome and the menu are the answer
+            if (
+                member is None and private and message is not None
+                and command != "start" and command not in self.staff_commands
+            ):
+                shop: Shop = data["shop"]
+                registration = await members.register(session, shop, telegram_profile(message))
+                member = registration.member
+                if registration.created:
+                    await greet(message, registration, shop, data["texts"])
+                    if command is None:
+                        return None  # the welcome and the menu are the answer
             if member is not None and wrote and private and not member.reachable:
                 await members.set_reachable(session, member, True)  # they wrote again
         data["member"] = member
@@ -144,5 +146,7 @@ class Throttle(BaseMiddleware):
         times.append(now)
         self.warned.discard(user.id)
         if len(self.recent) > 10_000:  # forget quiet users now and then
-            self.recent = {k: v for k, v in self.recent.items() if v and now - v[-1] < self.seconds}
+            self.recent = {
+                k: v for k, v in self.recent.items() if v and now - v[-1] < self.seconds
+            }
         return await handler(event, data)

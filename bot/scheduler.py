@@ -32,7 +32,9 @@ def trigger_for(job: Job, shop: Shop) -> CronTrigger:
     if job.every == "day":
         return CronTrigger(hour=job.hour, minute=job.minute, timezone=shop.tz)
     if job.every == "month":
-        return CronTrigger(day=job_day(job, shop), hour=job.hour, minute=job.minute, timezone=shop.tz)
+        return CronTrigger(
+            day=job_day(job, shop), hour=job.hour, minute=job.minute, timezone=shop.tz
+        )
     return CronTrigger(month=1, day=job.day, hour=job.hour, minute=job.minute, timezone=shop.tz)
 
 
@@ -55,7 +57,9 @@ def latest_due(job: Job, shop: Shop, now: datetime) -> date | None:
         previous = today.replace(day=1) - timedelta(days=1)
         return _clamped(previous.year, previous.month, day)
     this_year = date(today.year, 1, job.day)
-    return this_year if (today, local.time()) >= (this_year, at) else date(today.year - 1, 1, job.day)
+    if (today, local.time()) >= (this_year, at):
+        return this_year
+    return date(today.year - 1, 1, job.day)
 
 
 async def run_scheduled(

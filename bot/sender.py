@@ -47,7 +47,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,12 +64,12 @@ from jinja2 import TemplateNotFound
 from sqlalchemy import ColumnElement, and_, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from handlers.texts import Texts
 from domain.jobs import QUIET_END, QUIET_START, next_morning
 from domain.models import Member, Push
 from domain.shop import Shop
 from domain.transaction import read_transaction, write_transaction
 from handlers.outbox_signal import OutboxSignal
+from handlers.texts import Texts
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ class OutboxSender:
                 )
         return int(gone.rowcount or 0) + int(skipped.rowcount or 0)  # type: ignore[attr-defined]
 
-    async def _due_pushes(self) -> AsyncIterator[_Due]:
+    async def _due_pushes(self) -> AsyncGenerator[_Due, None]:
         """Due pushes of reachable members, oldest first, a batch per short read."""
         after = 0
         async with self.session_factory() as session:

@@ -85,7 +85,7 @@ class Job:
 
 async def keyset_batches(
     session: AsyncSession,
-    query: Select[Any],
+    query: Select[*tuple[Any, ...]],
     key: InstrumentedAttribute[int],
     build: Callable[[Row[Any]], PlannedPush],
     *,

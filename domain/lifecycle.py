@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Row, Select, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.jobs import JobReport, PlannedPush, apply_plan, keyset_batches
@@ -59,11 +60,11 @@ async def evaluate_stages(session: AsyncSession, shop: Shop, today: date, *, dry
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def _columns():  # type: ignore[no-untyped-def]
+def _columns() -> Select[int, str | None, str, str, date | None]:
     return select(Member.id, Member.first_name, Member.tier, Member.stage, Member.stage_since)
 
 
-def _payload(row, shop: Shop, today: date) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def _payload(row: Row[Any], shop: Shop, today: date) -> dict[str, object]:
     return {"name": row.first_name or "", "tier": row.tier, "stage": row.stage}
 
 
@@ -87,7 +88,9 @@ async def first_order_nudges(
 
 
 def _stage_offer(stage: str, kind: str, template: str):  # type: ignore[no-untyped-def]
-    async def plan(session: AsyncSession, shop: Shop, today: date) -> AsyncIterator[list[PlannedPush]]:
+    async def plan(
+        session: AsyncSession, shop: Shop, today: date
+    ) -> AsyncIterator[list[PlannedPush]]:
         # Members entering the stage today: after evaluate_stages that is stage_since == today;
         # in a dry run (no evaluation written) it is those the evaluation would move.
         entering = or_(Member.stage != stage, Member.stage_since == today)

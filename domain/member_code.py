@@ -1,4 +1,5 @@
-"""Member and coupon codes: short, unambiguous, easy to read aloud and type, with a check character.
+"""Member and coupon codes: short, unambiguous, easy to read aloud and type, with a check
+character.
 
 Alphabet: Crockford's base 32 (digits and capitals without I, L, O, U). When a code is typed,
 O is read as 0 and I/L as 1, case and separators are ignored. The last character is a

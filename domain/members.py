@@ -94,7 +94,8 @@ async def _unused_code(session: AsyncSession) -> str:
 
 
 async def register(
-    session: AsyncSession, shop: Shop, profile: TelegramProfile, *, referrer_code: str | None = None
+    session: AsyncSession, shop: Shop, profile: TelegramProfile, *,
+    referrer_code: str | None = None,
 ) -> Registration:
     """Register on first contact: a unique code, the sign-up bonus, the welcome coupon, the
     inviter if any. The gifts and the invitation count once per Telegram account: a person who

@@ -170,7 +170,9 @@ async def _claim_order(session: AsyncSession, order_id: str, digest: str) -> Ord
     return existing
 
 
-async def place_order(session: AsyncSession, shop: Shop, request: OrderRequest) -> Outcome[OrderReceipt]:
+async def place_order(
+    session: AsyncSession, shop: Shop, request: OrderRequest
+) -> Outcome[OrderReceipt]:
     """Apply coupon and points offset, earn points and growth on what remains to pay, upgrade
     the tier at once, and queue the member's receipt: one transaction, once per order_id."""
     occurred = _validate_order(shop, request)
@@ -394,7 +396,8 @@ async def _apply_refund(
     await add_growth(
         session, order.member_id, kind="refund", source=PURCHASE, amount=-take_growth,
         reason=f"refund of order {order.order_id}", key=f"{key}:growth",
-        occurred_at=order.occurred_at,  # dated like the purchase, so both leave the window together
+        # dated like the purchase, so both leave the window together
+        occurred_at=order.occurred_at,
     )
     order.refunded = refunded
     order.points_taken_back += take_points

@@ -15,14 +15,15 @@ def normalize_phone(text: str, default_region: str, *, international: bool = Fal
     raw = text.strip()
     if not raw or len(raw) > 32:
         return None
-    digits = "".join(ch for ch in raw if ch.isdigit())
-    if raw.startswith("+") or international:
-        candidates = ["+" + digits]
-    else:
-        candidates = [raw, "+" + digits]
+    if not raw.isascii():  # other scripts' digits and look-alike characters are not a phone
+        return None
+    digits = "".join(ch for ch in raw if ch in "0123456789")
+    international = raw.startswith("+") or international
+    candidates = ["+" + digits] if international else [raw, "+" + digits]
     for candidate in candidates:
         try:
-            parsed = phonenumbers.parse(candidate, None if candidate.startswith("+") else default_region)
+            region = None if candidate.startswith("+") else default_region
+            parsed = phonenumbers.parse(candidate, region)
         except phonenumbers.NumberParseException:
             continue
         if phonenumbers.is_valid_number(parsed):

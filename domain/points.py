@@ -218,7 +218,9 @@ async def claw_back(
     )
     first_lot = None
     if from_entry is not None:
-        first_lot = await session.scalar(select(PointsLot.id).where(PointsLot.entry_id == from_entry))
+        first_lot = await session.scalar(
+            select(PointsLot.id).where(PointsLot.entry_id == from_entry)
+        )
     taken = await _draw_lots(session, member_id, entry.id, amount, first_lot=first_lot)
     await session.execute(
         update(Member)
@@ -283,7 +285,9 @@ async def give_back(
     return Posting(entry.id, amount, new_balance)
 
 
-async def expire_lot(session: AsyncSession, shop: Shop, lot_id: int, *, key: str) -> Posting | None:
+async def expire_lot(
+    session: AsyncSession, shop: Shop, lot_id: int, *, key: str
+) -> Posting | None:
     """Expire what is left of one lot (only that: earlier spending is not touched)."""
     lot = await session.get(PointsLot, lot_id, with_for_update=True)
     if lot is None or lot.remaining <= 0:
@@ -393,7 +397,8 @@ async def expire_due(session: AsyncSession, shop: Shop, *, on: date, batch: int 
         )
         await session.execute(
             update(Member),
-            [{"id": member_id, "points_balance": balance} for member_id, balance in balances.items()],
+            [{"id": member_id, "points_balance": balance}
+             for member_id, balance in balances.items()],
         )
         expired += len(lots)
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.members import account_hash
 from domain.models import (
     Badge,
     CheckIn,
@@ -33,7 +34,6 @@ from domain.models import (
     Refund,
     TierChange,
 )
-from domain.members import account_hash
 from domain.money import format_money
 from domain.points import LedgerLine, describe_entries
 from domain.shop import Shop

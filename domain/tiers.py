@@ -108,7 +108,9 @@ def _start_of(day: date, shop: Shop) -> datetime:
     return datetime.combine(day, time.min, tzinfo=shop.tz)
 
 
-async def annual_review(session: AsyncSession, shop: Shop, member_id: int, *, on: date) -> TierOutcome:
+async def annual_review(
+    session: AsyncSession, shop: Shop, member_id: int, *, on: date
+) -> TierOutcome:
     """Re-evaluation (1 January): the tier becomes the one the previous window's growth
     reaches, at most ``max_steps_down`` steps down. Recorded with reason "annual_review"."""
     before = await _current(session, member_id)

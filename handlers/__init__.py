@@ -25,7 +25,8 @@ from handlers import (
 
 
 def build_router() -> Router:
-    """Fresh routers (one set per app), in the order they are tried: groups first, the catch-all help last."""
+    """Fresh routers (one set per app), in the order they are tried: groups first, the
+    catch-all help last."""
     root = Router(name="root")
     root.include_routers(
         errors.build_router(),

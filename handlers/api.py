@@ -4,19 +4,21 @@ Bearer-token auth compared in constant time; every refusal is a JSON body naming
 and for a bad field the field; the OpenAPI document at /api/v1/openapi.json describes it all.
 """
 
+from __future__ import annotations
+
 import hmac
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain import orders, till
 from domain.errors import DomainError, InvalidInput, Reason
@@ -56,68 +58,87 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@dataclass(frozen=True)
-class TillModels:
-    """The request bodies, built for the program's limits so the schema says exactly what is
-    accepted (the largest order amount is the program's)."""
-
-    order_in: type[BaseModel]
-    refund_in: type[BaseModel]
-    amount: Any  # the Annotated type of an amount string
-
-
-def till_models(max_amount: int) -> TillModels:
-    pattern = amount_pattern(max_amount)
-    limit = format_money(max_amount - max_amount % 100)
-    amount_help = (
-        f"a decimal string in the shop's currency with ASCII digits and at most two decimals, "
-        f"more than 0 and at most {limit}, such as \"199.00\""
+class OrderIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"order_id": "1042", "member": EXAMPLE_MEMBER, "amount": "199.00"}]
+        },
     )
 
-    class OrderIn(BaseModel):
-        model_config = ConfigDict(
-            extra="forbid", title="OrderIn",
-            json_schema_extra={
-                "examples": [{"order_id": "1042", "member": EXAMPLE_MEMBER, "amount": "199.00"}]
-            },
+    order_id: str = Field(pattern=ID_PATTERN, description="the till's order id; idempotency key")
+    member: str = Field(pattern=MEMBER_PATTERN, description="member code or phone number")
+    amount: str = Field(description="order total after the tier discount")  # see for_program
+    occurred_at: AwareDatetime | None = Field(
+        default=None,
+        description="when the sale happened (offline tills), with its offset; not in the "
+        "future and not older than the program allows (30 days by default)",
+    )
+    redeem_points: int = Field(
+        default=0, ge=0, le=100_000_000, strict=True,
+        description="points to offset (a whole number, not a string); at most 50% of the "
+        "order and the member's balance",
+    )
+    coupon_code: str | None = Field(
+        default=None, pattern=COUPON_PATTERN, description="a coupon of this member's"
+    )
+
+
+class RefundIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"refund_id": "R-1042-1", "amount": "99.50"}]},
+    )
+
+    refund_id: str = Field(pattern=ID_PATTERN, description="idempotency key of the refund")
+    amount: str = Field(description="refunded share of the order amount")  # see for_program
+
+
+M = TypeVar("M", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class AmountRule:
+    """The program's amount rule as the schema states it: the exact pattern and its words."""
+
+    pattern: str
+    words: str
+
+    @classmethod
+    def of(cls, program: Program) -> AmountRule:
+        top = program.orders.max_amount
+        return cls(
+            pattern=amount_pattern(top),
+            words="a decimal string in the shop's currency with ASCII digits and at most two "
+            f"decimals, more than 0 and at most {format_money(top - top % 100)}, such as "
+            '"199.00"',
         )
 
-        order_id: str = Field(
-            pattern=ID_PATTERN, description="the till's order id; idempotency key"
-        )
-        member: str = Field(pattern=MEMBER_PATTERN, description="member code or phone number")
-        amount: str = Field(
-            pattern=pattern, description=f"order total after the tier discount: {amount_help}"
-        )
-        occurred_at: AwareDatetime | None = Field(
-            default=None,
-            description="when the sale happened (offline tills), with its offset; not in the "
-            "future and not older than the program allows (30 days by default)",
-        )
-        redeem_points: int = Field(
-            default=0, ge=0, le=100_000_000, strict=True,
-            description="points to offset (a whole number, not a string); at most 50% of the "
-            "order and the member's balance",
-        )
-        coupon_code: str | None = Field(
-            default=None, pattern=COUPON_PATTERN, description="a coupon of this member's"
+    def for_model(self, model: type[M]) -> type[M]:
+        """``model`` with its ``amount`` held to this rule (the schema then says it exactly)."""
+        described = f"{model.model_fields['amount'].description}: {self.words}"
+        return create_model(
+            model.__name__, __base__=model,
+            amount=(str, Field(pattern=self.pattern, description=described)),
         )
 
-    class RefundIn(BaseModel):
-        model_config = ConfigDict(
-            extra="forbid", title="RefundIn",
-            json_schema_extra={"examples": [{"refund_id": "R-1042-1", "amount": "99.50"}]},
-        )
+    def query(self) -> object:
+        return Annotated[
+            str | None,
+            Query(pattern=self.pattern, description=f"order amount, for the cap: {self.words}"),
+        ]
 
-        refund_id: str = Field(pattern=ID_PATTERN, description="idempotency key of the refund")
-        amount: str = Field(
-            pattern=pattern, description=f"refunded share of the order amount: {amount_help}"
-        )
 
-    amount = Annotated[
-        str | None, Query(pattern=pattern, description=f"order amount, for the cap: {amount_help}")
-    ]
-    return TillModels(order_in=OrderIn, refund_in=RefundIn, amount=amount)
+def _typed(**types: object) -> Callable[[F], F]:
+    """Give FastAPI the program's models for some parameters (the signature keeps the base
+    model, which is what the code reads)."""
+
+    def apply(route: F) -> F:
+        route.__annotations__.update(types)
+        return route
+
+    return apply
 
 
 class OrderOut(BaseModel):
@@ -266,18 +287,18 @@ def api_message(error: DomainError) -> str:
     return _MESSAGES.get(error.code, error.default_message)
 
 
+OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="the till's order id")]
+MemberRef = Annotated[str, Path(pattern=MEMBER_PATTERN, description="member code or phone number")]
+
+
 def build_router(program: Program) -> APIRouter:
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(_authorize)], responses=ERRORS)
-    models = till_models(program.orders.max_amount)
-    OrderIn, RefundIn, AmountQuery = models.order_in, models.refund_in, models.amount  # noqa: N806
-    OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="the till's order id")]  # noqa: N806
-    MemberRef = Annotated[  # noqa: N806
-        str, Path(pattern=MEMBER_PATTERN, description="member code or phone number")
-    ]
+    rule = AmountRule.of(program)
 
     @router.post("/orders", status_code=201, response_model=OrderOut, summary="Post a sale")
+    @_typed(body=rule.for_model(OrderIn))
     async def post_order(
-        body: OrderIn, response: Response, session: SessionDep, shop: ShopDep, request: Request  # type: ignore[valid-type]
+        body: OrderIn, response: Response, session: SessionDep, shop: ShopDep, request: Request
     ) -> dict[str, Any]:
         """Apply the coupon and the points offset (100 points = 1.00, at most 50% of the order),
         earn points and growth on what remains to pay. The same `order_id` with the same body
@@ -285,11 +306,9 @@ def build_router(program: Program) -> APIRouter:
         outcome = await orders.place_order(
             session, shop,
             orders.OrderRequest(
-                order_id=body.order_id, member=body.member,  # type: ignore[attr-defined]
-                amount=_money(body.amount, "amount"),  # type: ignore[attr-defined]
-                occurred_at=body.occurred_at,  # type: ignore[attr-defined]
-                redeem_points=body.redeem_points,  # type: ignore[attr-defined]
-                coupon_code=body.coupon_code,  # type: ignore[attr-defined]
+                order_id=body.order_id, member=body.member, amount=_money(body.amount, "amount"),
+                occurred_at=body.occurred_at, redeem_points=body.redeem_points,
+                coupon_code=body.coupon_code,
             ),
         )
         _mark_replay(response, outcome.replayed)
@@ -300,23 +319,25 @@ def build_router(program: Program) -> APIRouter:
         "/orders/{order_id}/refunds", status_code=201, response_model=orders.RefundReceipt,
         summary="Refund part or all of an order",
     )
+    @_typed(body=rule.for_model(RefundIn))
     async def post_refund(
-        order_id: OrderId, body: RefundIn, response: Response, session: SessionDep,  # type: ignore[valid-type]
+        order_id: OrderId, body: RefundIn, response: Response, session: SessionDep,
         shop: ShopDep,
     ) -> dict[str, Any]:
         """Takes back the points and growth of the refunded share and returns its offset
         points; refunds never exceed the order; `refund_id` is idempotent."""
         outcome = await orders.refund_order(
-            session, shop, order_id=order_id, refund_id=body.refund_id,  # type: ignore[attr-defined]
-            amount=_money(body.amount, "amount"),  # type: ignore[attr-defined]
+            session, shop, order_id=order_id, refund_id=body.refund_id,
+            amount=_money(body.amount, "amount"),
         )
         _mark_replay(response, outcome.replayed)
         return asdict(outcome.result)
 
     @router.get("/members/{code_or_phone}", response_model=MemberOut, summary="Look a member up")
+    @_typed(amount=rule.query())
     async def get_member(
-        code_or_phone: MemberRef, session: SessionDep, shop: ShopDep, request: Request,  # type: ignore[valid-type]
-        amount: AmountQuery = None,  # type: ignore[valid-type]
+        code_or_phone: MemberRef, session: SessionDep, shop: ShopDep, request: Request,
+        amount: str | None = None,
     ) -> MemberOut:
         """What a cashier needs: tier and discount, balance, the largest offset for an amount,
         usable coupons."""
@@ -345,7 +366,7 @@ def build_router(program: Program) -> APIRouter:
         summary="Report a behaviour (review, share)",
     )
     async def post_event(
-        code_or_phone: MemberRef, body: EventIn, response: Response, session: SessionDep,  # type: ignore[valid-type]
+        code_or_phone: MemberRef, body: EventIn, response: Response, session: SessionDep,
         shop: ShopDep,
     ) -> dict[str, Any]:
         """Kinds: review, share; points and growth as the program says. Idempotent by
@@ -380,7 +401,10 @@ def install(app: FastAPI, program: Program) -> None:
     @app.exception_handler(Unauthorized)
     async def unauthorized(_request: Request, _exc: Unauthorized) -> JSONResponse:
         return JSONResponse(
-            {"error": "unauthorized", "message": "a valid bearer token is required", "field": None},
+            {
+                "error": "unauthorized", "message": "a valid bearer token is required",
+                "field": None,
+            },
             status_code=401, headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -7,11 +7,11 @@ from aiogram.filters import Command
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import Texts
 from domain import benefits as domain_benefits
 from domain.models import Member
 from domain.shop import Shop
 from handlers.filters import MenuButton
+from handlers.texts import Texts
 
 
 async def benefits(

@@ -9,7 +9,6 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import Texts
 from domain import checkin
 from domain.models import Member
 from domain.shop import Shop
@@ -17,6 +16,7 @@ from domain.transaction import read_transaction
 from handlers.callbacks import CheckinView
 from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
+from handlers.texts import Texts
 
 CALENDAR = "calendar"
 LEADERBOARD = "leaderboard"

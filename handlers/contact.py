@@ -6,11 +6,11 @@ from aiogram import F, Router
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import Texts
 from domain import members
 from domain.models import Member
 from domain.shop import Shop
 from handlers.keyboards import main_menu
+from handlers.texts import Texts
 
 
 async def contact(

@@ -16,7 +16,6 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import Texts
 from domain import coupons
 from domain.coupons import CouponView
 from domain.models import Member
@@ -25,6 +24,7 @@ from handlers.callbacks import CouponOpen, RewardView
 from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
 from handlers.media import qr_png
+from handlers.texts import Texts
 
 LIST = 0  # CouponOpen(coupon_id=0): the list itself
 

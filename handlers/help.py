@@ -6,9 +6,9 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
-from handlers.texts import Texts
 from handlers.filters import MenuButton
 from handlers.keyboards import main_menu
+from handlers.texts import Texts
 
 
 async def help_(message: Message, texts: Texts, lang: str) -> None:

@@ -18,7 +18,6 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import Texts
 from domain import referrals
 from domain.models import Member
 from domain.shop import Shop
@@ -26,6 +25,7 @@ from handlers.callbacks import InviteView
 from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
 from handlers.media import qr_png
+from handlers.texts import Texts
 
 LINK = "link"
 LEADERBOARD = "leaderboard"

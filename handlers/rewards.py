@@ -8,7 +8,6 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.texts import Texts
 from domain import rewards
 from domain.members import FROZEN
 from domain.models import Member
@@ -19,6 +18,7 @@ from handlers.callbacks import CouponOpen, RewardRedeem, RewardView
 from handlers.coupons import coupon_worth
 from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
+from handlers.texts import Texts
 
 CATALOG = ""  # RewardView(key=""): back to the catalog
 

@@ -57,7 +57,8 @@ async def start(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts
 ) -> None:
     args = command.args or ""
-    referrer_code = args.removeprefix(REFERRAL_PREFIX) if args.startswith(REFERRAL_PREFIX) else None
+    referred = args.startswith(REFERRAL_PREFIX)
+    referrer_code = args.removeprefix(REFERRAL_PREFIX) if referred else None
     registration = await members.register(
         session, shop, telegram_profile(message), referrer_code=referrer_code
     )

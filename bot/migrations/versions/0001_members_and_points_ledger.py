@@ -1,7 +1,7 @@
 """members, points ledger and lots, growth, tier history
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 16:45:08.886947
 """
 

@@ -74,6 +74,8 @@ class Member(Base):
     # Points owed after a refund took back points already spent; later earnings repay it.
     points_debt: Mapped[int] = mapped_column(Integer, default=0)
     referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    # What invite links carry instead of the member code; made on the first /invite.
+    referral_token: Mapped[str | None] = mapped_column(String(16), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
     frozen_reason: Mapped[str | None] = mapped_column(String(255))
     card_file_id: Mapped[str | None] = mapped_column(String(255))
@@ -358,3 +360,18 @@ class JobRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     result: Mapped[str] = mapped_column(Text, default="")
+
+
+class SpendCode(Base):
+    """Proof that the member is at the till: a code the member asks for in the chat, valid a
+    few minutes and used once, without which no till can spend their points."""
+
+    __tablename__ = "spend_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    order_id: Mapped[str | None] = mapped_column(String(64))

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -37,6 +37,19 @@ STATUS_BY_CODE = {
     "order_not_found": 404,
     "member_frozen": 403,
     "idempotency_conflict": 409,
+    "insufficient_points": 409,
+}
+# A well-formed request the shop's current state refuses is a conflict (409), a reference to
+# nothing is 404; 422 stays for what is wrong with the request itself.
+STATUS_BY_REASON: dict[str, int] = {
+    Reason.COUPON_UNKNOWN: 404,
+    Reason.COUPON_OTHER_MEMBER: 409,
+    Reason.COUPON_STATUS: 409,
+    Reason.COUPON_NOT_VALID_NOW: 409,
+    Reason.COUPON_MIN_SPEND: 409,
+    Reason.COUPON_JUST_USED: 409,
+    Reason.OFFSET_BALANCE: 409,
+    Reason.REFUND_OVER_LEFT: 409,
 }
 
 
@@ -49,13 +62,30 @@ class ApiError(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ApiError, "description": "missing or wrong bearer token"},
     403: {"model": ApiError, "description": "the member is frozen"},
-    404: {"model": ApiError, "description": "unknown member or order"},
+    404: {"model": ApiError, "description": "unknown member, order or coupon"},
     408: {"model": ApiError, "description": "the body did not arrive within 10 s"},
-    409: {"model": ApiError, "description": "the id was used before with a different body"},
+    409: {
+        "model": ApiError,
+        "description": "the id was used before with a different body, or the shop's state "
+        "refuses it: not enough points, a coupon that is used, expired, another member's or "
+        "below its minimum spend, a refund over what is left of the order",
+    },
     413: {"model": ApiError, "description": "the body is over 16 KiB"},
     422: {"model": ApiError, "description": "a field is wrong: `field` names it"},
     503: {"model": ApiError, "description": "busy: try again shortly"},
 }
+
+
+def _whole_number(value: object) -> object:
+    """A JSON integer, as JSON Schema means it (170.0 is one); never a string or a boolean,
+    which Python would otherwise turn into a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a whole number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
 
 
 class OrderIn(BaseModel):
@@ -74,10 +104,10 @@ class OrderIn(BaseModel):
         description="when the sale happened (offline tills), with its offset; not in the "
         "future and not older than the program allows (30 days by default)",
     )
-    redeem_points: int = Field(
-        default=0, ge=0, le=100_000_000, strict=True,
-        description="points to offset (a whole number, not a string); at most 50% of the "
-        "order and the member's balance",
+    redeem_points: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        default=0, ge=0, le=100_000_000,
+        description="points to offset: a JSON integer (not a string, not true/false); at most "
+        "50% of the order and the member's balance",
     )
     coupon_code: str | None = Field(
         default=None, pattern=COUPON_PATTERN, description="a coupon of this member's"
@@ -115,12 +145,13 @@ class AmountRule:
             '"199.00"',
         )
 
-    def for_model(self, model: type[M]) -> type[M]:
-        """``model`` with its ``amount`` held to this rule (the schema then says it exactly)."""
+    def for_model(self, model: type[M], **fields: Any) -> type[M]:
+        """``model`` with its ``amount`` held to this rule (the schema then says it exactly),
+        and any other field replaced as given."""
         described = f"{model.model_fields['amount'].description}: {self.words}"
         return create_model(
             model.__name__, __base__=model,
-            amount=(str, Field(pattern=self.pattern, description=described)),
+            amount=(str, Field(pattern=self.pattern, description=described)), **fields,
         )
 
     def query(self) -> object:
@@ -128,6 +159,19 @@ class AmountRule:
             str | None,
             Query(pattern=self.pattern, description=f"order amount, for the cap: {self.words}"),
         ]
+
+
+def _redeem_points(program: Program) -> tuple[object, object]:
+    """``redeem_points`` with the program's step (points are offset in whole minor units)."""
+    step = max(program.points.offset_points_per_unit // 100, 1)
+    field = OrderIn.model_fields["redeem_points"]
+    return (
+        Annotated[int, BeforeValidator(_whole_number)],
+        Field(
+            default=0, ge=0, le=100_000_000, multiple_of=step,
+            description=f"{field.description}; a multiple of {step}",
+        ),
+    )
 
 
 def _typed(**types: object) -> Callable[[F], F]:
@@ -287,6 +331,18 @@ def api_message(error: DomainError) -> str:
     return _MESSAGES.get(error.code, error.default_message)
 
 
+# What a till can do next with an order it posted (OpenAPI links, for clients and for the
+# stateful contract tests).
+ORDER_LINKS = {
+    "RefundThisOrder": {
+        "operationId": "post_refund",
+        "parameters": {"order_id": "$response.body#/order_id"},
+    },
+    "LookUpItsMember": {
+        "operationId": "get_member",
+        "parameters": {"code_or_phone": "$response.body#/member_code"},
+    },
+}
 OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="the till's order id")]
 MemberRef = Annotated[str, Path(pattern=MEMBER_PATTERN, description="member code or phone number")]
 
@@ -295,8 +351,11 @@ def build_router(program: Program) -> APIRouter:
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(_authorize)], responses=ERRORS)
     rule = AmountRule.of(program)
 
-    @router.post("/orders", status_code=201, response_model=OrderOut, summary="Post a sale")
-    @_typed(body=rule.for_model(OrderIn))
+    @router.post(
+        "/orders", status_code=201, response_model=OrderOut, summary="Post a sale",
+        operation_id="post_order", responses={201: {"links": ORDER_LINKS}},
+    )
+    @_typed(body=rule.for_model(OrderIn, redeem_points=_redeem_points(program)))
     async def post_order(
         body: OrderIn, response: Response, session: SessionDep, shop: ShopDep, request: Request
     ) -> dict[str, Any]:
@@ -317,7 +376,7 @@ def build_router(program: Program) -> APIRouter:
 
     @router.post(
         "/orders/{order_id}/refunds", status_code=201, response_model=orders.RefundReceipt,
-        summary="Refund part or all of an order",
+        summary="Refund part or all of an order", operation_id="post_refund",
     )
     @_typed(body=rule.for_model(RefundIn))
     async def post_refund(
@@ -333,7 +392,10 @@ def build_router(program: Program) -> APIRouter:
         _mark_replay(response, outcome.replayed)
         return asdict(outcome.result)
 
-    @router.get("/members/{code_or_phone}", response_model=MemberOut, summary="Look a member up")
+    @router.get(
+        "/members/{code_or_phone}", response_model=MemberOut, summary="Look a member up",
+        operation_id="get_member",
+    )
     @_typed(amount=rule.query())
     async def get_member(
         code_or_phone: MemberRef, session: SessionDep, shop: ShopDep, request: Request,
@@ -363,7 +425,7 @@ def build_router(program: Program) -> APIRouter:
 
     @router.post(
         "/members/{code_or_phone}/events", status_code=201, response_model=EventReceipt,
-        summary="Report a behaviour (review, share)",
+        summary="Report a behaviour (review, share)", operation_id="post_event",
     )
     async def post_event(
         code_or_phone: MemberRef, body: EventIn, response: Response, session: SessionDep,
@@ -391,7 +453,13 @@ def install(app: FastAPI, program: Program) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # Unknown paths and methods answer in the API's error shape too.
+        # Unknown paths and methods answer in the API's error shape too; a body that is not
+        # JSON at all is a wrong field like any other (422), not a bare 400.
+        if exc.status_code == 400:
+            return JSONResponse(
+                {"error": "invalid_input", "message": "the body is not JSON", "field": None},
+                status_code=422,
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
             {"error": code, "message": str(exc.detail).lower(), "field": None},
@@ -410,7 +478,9 @@ def install(app: FastAPI, program: Program) -> None:
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        status = 422 if isinstance(exc, InvalidInput) else STATUS_BY_CODE.get(exc.code, 400)
+        status = STATUS_BY_REASON.get(exc.reason) or (
+            422 if isinstance(exc, InvalidInput) else STATUS_BY_CODE.get(exc.code, 400)
+        )
         body: dict[str, Any] = {
             "error": exc.code, "message": api_message(exc),
             "field": exc.field if isinstance(exc, InvalidInput) else None,

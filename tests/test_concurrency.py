@@ -186,7 +186,7 @@ async def test_concurrent_orders_redeeming_points_never_overdraw(
 
     responses = _responses(await race(30, post))
 
-    assert _statuses(responses) == {201: 10, 422: 20}, _texts(responses)
+    assert _statuses(responses) == {201: 10, 409: 20}, _texts(responses)
     for response in responses:
         body = response.json()
         if response.status_code == 201:
@@ -342,11 +342,11 @@ async def test_concurrent_partial_refunds_never_exceed_the_order(
         await race(10, lambda i: _refunds(api, "F-1", f"F-1-r{i}", "30.00"))
     )
 
-    assert _statuses(responses) == {201: 3, 422: 7}, _texts(responses)
+    assert _statuses(responses) == {201: 3, 409: 7}, _texts(responses)
     ok = [r.json() for r in responses if r.status_code == 201]
     assert sorted(b["refunded_total"] for b in ok) == ["30.00", "60.00", "90.00"]
     assert all(b["points_taken_back"] == 30 for b in ok)
-    refused = [r.json() for r in responses if r.status_code == 422]
+    refused = [r.json() for r in responses if r.status_code == 409]
     assert all(b["field"] == "amount" and b["error"] == "refund_too_large" for b in refused)
     async with session_factory() as session:
         order = await session.scalar(select(Order).where(Order.order_id == "F-1"))
@@ -369,7 +369,7 @@ async def test_concurrent_refunds_returning_offset_points(
 
     responses = _responses(await race(10, lambda i: _refunds(api, "G-1", f"G-1-r{i}", "1.00")))
 
-    assert _statuses(responses) == {201: 2, 422: 8}, _texts(responses)
+    assert _statuses(responses) == {201: 2, 409: 8}, _texts(responses)
     ok = [r.json() for r in responses if r.status_code == 201]
     assert sum(b["points_returned"] for b in ok) == 100
     assert sum(b["points_taken_back"] for b in ok) == 1

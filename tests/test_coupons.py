@@ -223,11 +223,11 @@ async def test_coupon_used_by_two_racing_orders_applies_once(
 
     first, second = await asyncio.gather(order("R1"), order("R2"))
     by_status = {r.status_code: r for r in (first, second)}
-    assert sorted(by_status) == [201, 422], (first.text, second.text)
+    assert sorted(by_status) == [201, 409], (first.text, second.text)
     won = by_status[201].json()
     assert won["coupon_code"] == code and won["coupon_discount"] == "20.00"
     assert won["to_pay"] == "130.00"
-    refused = by_status[422].json()
+    refused = by_status[409].json()
     assert refused["field"] == "coupon_code" and refused["error"] == "coupon_not_usable"
 
     assert await _coupon_state(session, coupon_id) == ("used", won["order_id"])
@@ -249,7 +249,8 @@ async def test_till_refuses_a_coupon_that_is_not_usable_and_changes_nothing(
             "/api/v1/orders",
             json={"order_id": order_id, "member": member, "amount": amount, "coupon_code": code},
         )
-        assert response.status_code == 422, response.text
+        # the coupon exists but this order may not use it: a conflict with its state
+        assert response.status_code == 409, response.text
         body = response.json()
         assert body["field"] == "coupon_code" and why in body["message"]
         assert await _coupon_state(session, coupon_id) == ("active", None)

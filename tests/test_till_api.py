@@ -84,7 +84,7 @@ async def test_offset_cap_balance_and_refund_returns_offset(
     over_balance = await api.post(
         "/api/v1/orders", json={"order_id": "B0", "member": code, "amount": "10.00", "redeem_points": 101}
     )
-    assert over_balance.status_code == 422 and "balance" in over_balance.json()["message"]
+    assert over_balance.status_code == 409 and "balance" in over_balance.json()["message"]
     ok = await api.post(
         "/api/v1/orders", json={"order_id": "B1", "member": code, "amount": "10.00", "redeem_points": 100}
     )
@@ -99,7 +99,7 @@ async def test_offset_cap_balance_and_refund_returns_offset(
     assert r["cash_to_return"] == "9.00" and r["balance"] == 100
     assert (await _state(session, code))["balance"] == 100
     again = await api.post("/api/v1/orders/B1/refunds", json={"refund_id": "R2", "amount": "0.01"})
-    assert again.status_code == 422 and again.json()["field"] == "amount"
+    assert again.status_code == 409 and again.json()["field"] == "amount"
 
 
 async def test_refund_of_spent_points_goes_negative_and_is_repaid(
@@ -133,7 +133,6 @@ async def test_refund_of_spent_points_goes_negative_and_is_repaid(
         ({"amount": "1.001"}, "amount"),
         ({"amount": "99999999.00"}, "amount"),
         ({"redeem_points": -5}, "redeem_points"),
-        ({"coupon_code": "NOPE"}, "coupon_code"),
         ({"occurred_at": "2030-01-01T00:00:00+00:00"}, "occurred_at"),
         ({"occurred_at": "2020-01-01T00:00:00+00:00"}, "occurred_at"),
     ],
@@ -254,3 +253,16 @@ async def test_unknown_paths_answer_in_the_error_shape(api: httpx.AsyncClient) -
     assert missing.json() == {"error": "not_found", "message": "not found", "field": None}
     wrong_method = await api.delete("/api/v1/orders")
     assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
+
+
+async def test_a_coupon_that_does_not_exist_is_404_and_changes_nothing(
+    api: httpx.AsyncClient, chat: Conversation, session: AsyncSession
+) -> None:
+    code = await _register(chat, session)
+    response = await api.post(
+        "/api/v1/orders",
+        json={"order_id": "X1", "member": code, "amount": "10.00", "coupon_code": "NOPE"},
+    )
+    assert response.status_code == 404, response.text
+    assert response.json() == {"error": "unknown_coupon", "message": "no such coupon", "field": "coupon_code"}
+    assert (await _state(session, code))["balance"] == 100

@@ -111,7 +111,9 @@ def create_app(
         pos_token=settings.pos_api_token.get_secret_value() if settings.pos_api_token else None,
         outbox_ready=outbox_signal.wake,
     )
-    sender = OutboxSender(session_factory, bot, texts, shop, outbox_signal)
+    sender = OutboxSender(
+        session_factory, bot, texts, shop, outbox_signal, paid_broadcast=settings.paid_broadcast
+    )
     return App(
         settings=settings, shop=shop, engine=engine, session_factory=session_factory,
         texts=texts, bot=bot, dispatcher=dispatcher, http=http, scheduler=scheduler,

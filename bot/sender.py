@@ -5,8 +5,11 @@ How a push travels
     in keyset-paginated batches, by one short read transaction each, and handed to a few
     concurrent workers (Telegram answers take 50-200 ms, so one sender at a time would never
     reach the allowed rate). Every send takes a slot from one global limiter (evenly spaced,
-    ``rate_per_second``, 25 by default, under Telegram's 30) and waits until at least a second
-    has passed since the last message to the same chat; other chats go on meanwhile. Waiting
+    ``rate_per_second``, 29 by default, under Telegram's 30, and never more than that many
+    messages in any one second as Telegram counts them, see ``SendLimiter``) and waits until at
+    least a second has passed since the last message to the same chat; other chats go on
+    meanwhile. With ``PAID_BROADCAST`` the shop pays Telegram in Stars for up to 1,000 messages
+    a second (``allow_paid_broadcast``) and the rate is that. Waiting
     uses real time (``time.monotonic``); the shop clock decides what is due, quiet hours and
     backoff times.
 
@@ -78,6 +81,7 @@ MAX_BACKOFF_SECONDS = 3600
 BATCH = 200
 WORKERS = 8
 CHAT_INTERVAL_SECONDS = 1.0
+PAID_BROADCAST_RATE = 1000.0  # Telegram's limit with allow_paid_broadcast
 # Caused by the member's own action a moment ago, or a change of their account that the till
 # and the chat already show (frozen, active again): expected at any hour.
 UNQUIET_KINDS = frozenset(
@@ -114,18 +118,24 @@ class _Stopped(Exception):
 class SendLimiter:
     """One global rate and at least a second between two messages to one chat, in real time.
 
-    Slots are evenly spaced (1/rate apart); on top, never more than ``rate`` messages in any
-    second, so that sends delayed by a busy event loop do not go out in a burst afterwards.
-    A flood-control answer pauses every slot until its retry_after has passed."""
+    Slots are evenly spaced (1/rate apart). On top, a send may start only while the messages
+    in flight plus those answered within the last second are fewer than ``rate``: a message
+    reaches Telegram between its start and its answer, so whatever reaches Telegram within
+    any one second was, when the last of them started, either in flight or answered less than
+    a second before, and so never more than ``rate`` arrive in any second, however a busy
+    event loop or the network bunches them. A flood-control answer pauses every slot until
+    its retry_after has passed."""
 
     def __init__(
         self, rate_per_second: float, chat_interval: float = CHAT_INTERVAL_SECONDS
     ) -> None:
         self.interval = 1.0 / rate_per_second
         self.chat_interval = chat_interval
+        self.per_second = max(1, int(rate_per_second))
         self._next_slot = 0.0
         self._paused_until = 0.0
-        self._recent: deque[float] = deque(maxlen=max(1, int(rate_per_second)))
+        self._in_flight = 0
+        self._answered: deque[float] = deque()
         self._chats: dict[int, _ChatGate] = {}
 
     def chat(self, chat_id: int) -> _ChatGate:
@@ -148,10 +158,20 @@ class SendLimiter:
         self._next_slot = max(self._next_slot, self._paused_until)
 
     def _window_wait(self, now: float) -> float:
-        """How long until the last second holds fewer than ``rate`` messages."""
-        if len(self._recent) < (self._recent.maxlen or 1):
+        """How long until in-flight plus answered-within-a-second messages are under the rate
+        (0.01 s when only an answer can free a place)."""
+        while self._answered and now - self._answered[0] >= 1.0:
+            self._answered.popleft()
+        if self._in_flight + len(self._answered) < self.per_second:
             return 0.0
-        return self._recent[0] + 1.0 - now
+        if self._answered:
+            return self._answered[0] + 1.0 - now
+        return 0.01
+
+    def answered(self) -> None:
+        """A message started by ``slot`` has its answer (whatever it was)."""
+        self._in_flight -= 1
+        self._answered.append(time.monotonic())
 
     async def slot(self, sleep: Callable[[float], Awaitable[None]]) -> None:
         """Wait for the next global slot (and out any pause)."""
@@ -167,8 +187,8 @@ class SendLimiter:
             if self._paused_until > time.monotonic():
                 continue  # flood control came in meanwhile: a new slot after the pause
             while (wait := self._window_wait(time.monotonic())) > 0:
-                await sleep(wait)  # only after a stall: keeps the late sends from bunching
-            self._recent.append(time.monotonic())
+                await sleep(wait)
+            self._in_flight += 1  # the caller calls answered() once Telegram has answered
             return
 
 
@@ -203,7 +223,8 @@ class OutboxSender:
         shop: Shop,
         signal: OutboxSignal,
         *,
-        rate_per_second: float = 25.0,
+        rate_per_second: float = 29.0,
+        paid_broadcast: bool = False,
         workers: int = WORKERS,
         batch_size: int = BATCH,
         poll_seconds: float = 2.0,
@@ -218,7 +239,8 @@ class OutboxSender:
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
-        self.limiter = SendLimiter(rate_per_second)
+        self.paid_broadcast = paid_broadcast
+        self.limiter = SendLimiter(PAID_BROADCAST_RATE if paid_broadcast else rate_per_second)
         self._stopping = asyncio.Event()
         self._pass = asyncio.Lock()  # one delivery pass at a time: a push is never sent twice
 
@@ -382,7 +404,13 @@ class OutboxSender:
         """One request to Telegram and, at once, its outcome in the database."""
         member = due.member
         try:
-            await self.bot.send_message(member.telegram_id, text)  # type: ignore[arg-type]
+            try:
+                await self.bot.send_message(
+                    member.telegram_id,  # type: ignore[arg-type]
+                    text, allow_paid_broadcast=True if self.paid_broadcast else None,
+                )
+            finally:
+                self.limiter.answered()
         except TelegramRetryAfter:
             raise
         except TelegramForbiddenError:

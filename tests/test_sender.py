@@ -4,6 +4,7 @@ errors, a sender stopped half-way, quiet hours, opt-outs and both languages."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -14,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.app import App
-from bot.sender import OutboxSender
+from bot.sender import OutboxSender, SendLimiter
 from domain.clock import FixedClock
 from domain.models import Member, Push
 from domain.orders import OrderReceipt
@@ -87,8 +88,8 @@ class TimedBot:
         self.bot = app.bot
         self.accepted: list[tuple[float, int]] = []
 
-    async def send_message(self, chat_id: int, text: str) -> object:
-        result = await self.bot.send_message(chat_id, text)
+    async def send_message(self, chat_id: int, text: str, **options: Any) -> object:
+        result = await self.bot.send_message(chat_id, text, **options)
         self.accepted.append((time.monotonic(), chat_id))
         return result
 
@@ -143,6 +144,46 @@ async def test_one_chat_gets_at_most_one_message_a_second_while_others_go_on(
     assert [t.split("Balance: <b>")[1].split("<")[0] for t in receipts] == [
         "1,000", "1,001", "1,002",
     ]
+
+
+async def test_never_more_than_the_rate_reaches_telegram_in_any_second_however_bunched() -> None:
+    """Messages reach Telegram somewhere between their start and their answer; a stalled
+    loop or network bunches them. Whatever the delays, no one-second window of arrivals holds
+    more than the rate."""
+    limiter = SendLimiter(10.0)
+    arrivals: list[float] = []
+    rng = random.Random(7)
+
+    async def send() -> None:
+        await limiter.slot(asyncio.sleep)
+        before, after = rng.uniform(0, 0.4), rng.uniform(0, 0.4)  # out, then the answer back
+        await asyncio.sleep(before)
+        arrivals.append(time.monotonic())
+        await asyncio.sleep(after)
+        limiter.answered()
+
+    await asyncio.gather(*(send() for _ in range(40)))
+    arrivals.sort()
+    busiest = max(
+        sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals
+    )
+    assert len(arrivals) == 40
+    assert busiest <= 10
+    assert arrivals[-1] - arrivals[0] < 6.0  # and it still moves at about the rate
+
+
+async def test_paid_broadcast_sends_at_telegrams_paid_rate_and_says_so(
+    app: App, chat: Conversation, session: AsyncSession, shop: Shop,
+) -> None:
+    member_id = await _member(chat, session, 7150)
+    await _push(session, shop, member_id, "paid-1")
+    sender = _sender(app, paid_broadcast=True)
+    assert sender.limiter.per_second == 1000
+    assert await sender.deliver_pending() == 1
+    [call] = [c for c in chat.fake.calls_of("sendMessage") if "paid-1" in c.params["text"]]
+    assert str(call.params["allow_paid_broadcast"]).lower() == "true"
+    plain = _sender(app)
+    assert plain.limiter.per_second == 29  # Telegram allows 30 a second without paying
 
 
 # --- What Telegram answers ---------------------------------------------------------------

@@ -64,10 +64,10 @@ from sqlalchemy import func, select  # noqa: E402
 from bot.app import App, create_app, create_bot  # noqa: E402
 from bot.db import migrate_async  # noqa: E402
 from bot.settings import DEFAULT_PROGRAM_FILE, Settings  # noqa: E402
-from handlers.texts import LANGUAGES  # noqa: E402
 from domain.clock import FixedClock  # noqa: E402
 from domain.models import Member  # noqa: E402
 from domain.program import load_program  # noqa: E402
+from handlers.texts import LANGUAGES  # noqa: E402
 from tests.fake_telegram import BOT_USER, message_update  # noqa: E402
 
 BENCH_TOKEN = "123456789:BENCH-token-xxxxxxxxxxxx"

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -142,7 +143,11 @@ class PointsLot(Base):
         CheckConstraint("remaining >= 0", name="remaining_not_negative"),
         CheckConstraint("remaining <= amount", name="remaining_within_amount"),
         Index("ix_points_lots_member_expiry", "member_id", "expires_on"),
-        Index("ix_points_lots_expires_on", "expires_on"),
+        # Only lots with points left, in the order expiry and its reminders read them.
+        Index(
+            "ix_points_lots_live_expiry", "expires_on", "member_id",
+            sqlite_where=text("remaining > 0"), postgresql_where=text("remaining > 0"),
+        ),
     )
 
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import String, cast, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import InsufficientPoints, MemberNotFound
 from domain.expiry import expiry_date
-from domain.models import Coupon, LedgerEntry, LotDraw, Member, Order, PointsLot
+from domain.models import Coupon, LedgerEntry, LotDraw, Member, Order, PointsLot, UTCDateTime
 from domain.program import Localized
 from domain.shop import Shop
 from domain.transaction import read_transaction
@@ -334,73 +334,84 @@ async def expiring_points(
     return [ExpiringPoints(day, int(total)) for day, total in rows if day is not None]
 
 
-async def expire_due(session: AsyncSession, shop: Shop, *, on: date, batch: int = 2000) -> int:
-    """Expire every lot whose last day is before ``on`` (local date): what is left of each lot
-    goes, nothing more, as one ledger entry per lot. Set-based, a batch of lots at a time (a
-    few statements per batch, whatever the table's size); a second run finds nothing left to
-    expire. Returns the number of lots expired. Runs in the caller's write transaction."""
+async def expire_due(session: AsyncSession, shop: Shop, *, on: date, batch: int = 5000) -> int:
+    """Expire every lot whose last day is before ``on`` (local date), in the caller's write
+    transaction: ``expire_batch`` until nothing is left. Returns the number of lots expired.
+    The daily job commits after each batch instead (``domain.schedule.run_expiry``)."""
     expired = 0
-    while True:
-        lots = (
-            await session.execute(
-                select(PointsLot.id, PointsLot.member_id, PointsLot.remaining)
+    while found := await expire_batch(session, shop, on=on, limit=batch):
+        expired += found
+    return expired
+
+
+async def expire_batch(session: AsyncSession, shop: Shop, *, on: date, limit: int = 5000) -> int:
+    """Expire up to ``limit`` due lots: what is left of each lot goes, nothing more, as one
+    ledger entry and one draw per lot. Five set-based statements whatever the batch's size,
+    all in the database (no row travels to Python but the batch's lot ids); a lot expired
+    leaves the live-lots index, so the next batch starts where this one ended and a second run
+    finds nothing. Returns the number of lots expired (0: done). Never commits."""
+    lot_ids = list(
+        (
+            await session.scalars(
+                select(PointsLot.id)
                 .where(PointsLot.expires_on < on, PointsLot.remaining > 0)
-                .order_by(PointsLot.member_id, PointsLot.id)
-                .limit(batch)
+                .order_by(PointsLot.expires_on, PointsLot.member_id)
+                .limit(limit)
             )
         ).all()
-        if not lots:
-            return expired
-        member_ids = sorted({row.member_id for row in lots})
-        balances = {
-            member_id: int(balance)
-            for member_id, balance in (
-                await session.execute(
-                    select(Member.id, Member.points_balance)
-                    .where(Member.id.in_(member_ids))
-                    .with_for_update(key_share=True)
-                )
-            ).all()
-        }
-        now = shop.now()
-        entries = []
-        for lot in lots:
-            balances[lot.member_id] -= lot.remaining
-            entries.append(
-                {
-                    "member_id": lot.member_id, "kind": "expiry", "amount": -lot.remaining,
-                    "balance_after": balances[lot.member_id], "reason": "expired",
-                    "source_ref": f"lot:{lot.id}",
-                    # state (remaining > 0), not the key, makes expiry run once per lot
-                    "idempotency_key": f"expiry:{lot.id}:{uuid.uuid4().hex[:16]}",
-                    "created_at": now,
-                }
+    )
+    if not lot_ids:
+        return 0
+    batch = PointsLot.id.in_(lot_ids)
+    members = select(PointsLot.member_id).where(batch).scalar_subquery()
+    # Members in id order, as every other writer locks them: no deadlock on PostgreSQL.
+    await session.execute(
+        select(Member.id).where(Member.id.in_(members)).order_by(Member.id)
+        .with_for_update(key_share=True)
+    )
+    # One key per lot and run: a lot refilled by a refund can expire again in a later run.
+    prefix = f"expiry:{uuid.uuid4().hex[:12]}:"
+    key = literal(prefix).concat(cast(PointsLot.id, String))
+    taken_before = func.sum(PointsLot.remaining).over(
+        partition_by=PointsLot.member_id, order_by=PointsLot.id
+    )
+    await session.execute(
+        insert(LedgerEntry).from_select(
+            ["member_id", "kind", "amount", "balance_after", "reason", "source_ref",
+             "idempotency_key", "created_at"],
+            select(
+                PointsLot.member_id, literal("expiry"), -PointsLot.remaining,
+                Member.points_balance - taken_before, literal("expired"),
+                literal("lot:").concat(cast(PointsLot.id, String)), key,
+                literal(shop.now(), UTCDateTime()),
             )
-        created = (
-            await session.execute(
-                insert(LedgerEntry).returning(LedgerEntry.id, sort_by_parameter_order=True),
-                entries,
-            )
-        ).scalars().all()
-        await session.execute(
-            insert(LotDraw),
-            [
-                {"entry_id": entry_id, "lot_id": lot.id, "amount": lot.remaining}
-                for entry_id, lot in zip(created, lots, strict=True)
-            ],
+            .join(Member, Member.id == PointsLot.member_id)
+            .where(batch),
         )
-        await session.execute(
-            update(PointsLot)
-            .where(PointsLot.id.in_([lot.id for lot in lots]))
-            .values(remaining=0)
-            .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        insert(LotDraw).from_select(
+            ["entry_id", "lot_id", "amount"],
+            select(LedgerEntry.id, PointsLot.id, PointsLot.remaining)
+            .join(LedgerEntry, LedgerEntry.idempotency_key == key)
+            .where(batch),
         )
-        await session.execute(
-            update(Member),
-            [{"id": member_id, "points_balance": balance}
-             for member_id, balance in balances.items()],
-        )
-        expired += len(lots)
+    )
+    left = (
+        select(func.sum(PointsLot.remaining))
+        .where(PointsLot.member_id == Member.id, batch)
+        .scalar_subquery()
+    )
+    await session.execute(
+        update(Member).where(Member.id.in_(members))
+        .values(points_balance=Member.points_balance - left)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(PointsLot).where(batch).values(remaining=0)
+        .execution_options(synchronize_session=False)
+    )
+    return len(lot_ids)
 
 
 async def _history_entries(

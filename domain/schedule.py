@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain import birthdays, lifecycle, reminders, tier_jobs
 from domain.jobs import Job, JobReport, Plan, Runner, apply_plan
 from domain.models import Coupon, PointsLot
-from domain.points import expire_due
+from domain.points import expire_batch
 from domain.shop import Shop
 from domain.transaction import write_transaction
 
@@ -34,8 +34,13 @@ async def run_expiry(
             )
             report.changed = int(lots or 0) + int(coupons or 0)
             return report
-        async with write_transaction(session):
-            report.changed = await expire_due(session, shop, on=today)
+        # A batch a transaction: tills never wait behind the whole expiry for the write lock.
+        while True:
+            async with write_transaction(session):
+                expired = await expire_batch(session, shop, on=today)
+            if not expired:
+                break
+            report.changed += expired
         async with write_transaction(session):
             result = await session.execute(
                 update(Coupon)

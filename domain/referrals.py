@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, exists, func, select, update
+from sqlalchemy import ColumnElement, String, and_, cast, exists, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import AliasedClass
@@ -42,7 +42,11 @@ START_PREFIX = "ref_"  # the /start parameter handlers/start.py reads
 # (8), so a link's payload is read one way only. No check character: nobody types it.
 TOKEN_LENGTH = 12
 CLAWBACK = ":clawback"  # suffix of the keys that take a reward back (ledger and growth)
+REWARD_PUSH = "referral_reward"  # written once per friend whose first purchase counted
 TAKEN_BACK_PUSH = "referral_taken_back"
+# A till's clock may run a little behind ours (orders allow the same skew ahead): a friend who
+# joins at the counter and pays at once must not look like an earlier customer.
+JOIN_TOLERANCE = timedelta(minutes=5)
 
 
 def invite_link(bot_username: str, token: str) -> str:
@@ -168,7 +172,7 @@ async def on_first_purchase(
     # their first purchase after joining does not count either (it is not their first). The
     # caller only calls this for the purchase that sets first_purchase_at, so later orders
     # never come here.
-    if occurred_at < member.created_at:
+    if occurred_at < member.created_at - JOIN_TOLERANCE:
         return
     rules = shop.program
     # The inviter's row is locked first, so two friends buying at once are counted one after
@@ -184,14 +188,14 @@ async def on_first_purchase(
     if inviter is None or inviter.status != ACTIVE:
         return
     key = _reward_key(member.id)
-    push_key = f"referral_reward:{member.id}"
+    push_key = f"{REWARD_PUSH}:{member.id}"
     if await _handled(session, key, push_key):
         return
     friend = member.first_name or ""
     cap = rules.points.referral_monthly_cap
     if await _rewarded_in_month(session, shop, inviter.id) >= cap:
         await outbox.enqueue(
-            session, shop, member_id=inviter.id, kind="referral_reward", key=push_key,
+            session, shop, member_id=inviter.id, kind=REWARD_PUSH, key=push_key,
             payload={"friend": friend, "capped": True, "cap": cap, "points": 0, "growth": 0},
         )
         return
@@ -211,7 +215,7 @@ async def on_first_purchase(
     outcome = await check_upgrade(session, shop, inviter.id)
     balance = await session.scalar(select(Member.points_balance).where(Member.id == inviter.id))
     await outbox.enqueue(
-        session, shop, member_id=inviter.id, kind="referral_reward", key=push_key,
+        session, shop, member_id=inviter.id, kind=REWARD_PUSH, key=push_key,
         payload={
             "friend": friend, "capped": False, "cap": cap, "points": earned, "growth": growth,
             "balance": int(balance or 0), "tier": outcome.after, "previous_tier": outcome.before,
@@ -317,12 +321,17 @@ async def _handled(session: AsyncSession, key: str, push_key: str) -> bool:
 
 
 def _counted_friend(friend: type[Member] | AliasedClass[Member]) -> ColumnElement[bool]:
-    """A friend whose first purchase counts as a referral: dated after they joined (they were
-    new to the shop) and not refunded in full (the reward was taken back, or would have been).
-    The first purchase is the friend's order dated ``first_purchase_at``."""
+    """A friend whose first purchase counted as a referral: it was handled as one (the inviter
+    was rewarded or, beyond the cap, told; a purchase dated before the friend joined never is)
+    and it was not refunded in full (the reward is then taken back). The first purchase is the
+    friend's order dated ``first_purchase_at``."""
+    handled = aliased(Push, name="handled")
     refunded_first = aliased(Order, name="refunded_first")
     return and_(
-        friend.first_purchase_at >= friend.created_at,
+        friend.first_purchase_at.is_not(None),
+        exists().where(
+            handled.key == literal(f"{REWARD_PUSH}:") + cast(friend.id, String)
+        ),
         ~exists().where(
             refunded_first.member_id == friend.id,
             refunded_first.occurred_at == friend.first_purchase_at,

@@ -328,6 +328,7 @@ async def test_inviter_reads_no_friend_identifier_and_chinese_words(
     inviter, friend = await _pair(chat, session, lang="zh-hans")
     assert (await _order(api, "FRIEND-ORDER-7", friend, "60.00")).status_code == 201
     assert (await _refund(api, "FRIEND-ORDER-7", "R7", "60.00")).status_code == 201
+    assert (await _state(session, inviter))["referral_points"] == 0
     await chat.app.sender.deliver_pending()
     told = _texts_to(chat, INVITER)[-1]
     assert "邀请奖励已扣回" in told and "−200" in told and "美" not in told

@@ -95,7 +95,7 @@ async def _unused_code(session: AsyncSession) -> str:
 
 async def register(
     session: AsyncSession, shop: Shop, profile: TelegramProfile, *,
-    referrer_code: str | None = None,
+    invited_by: str | None = None,
 ) -> Registration:
     """Register on first contact: a unique code, the sign-up bonus, the welcome coupon, the
     inviter if any. The gifts and the invitation count once per Telegram account: a person who
@@ -108,11 +108,9 @@ async def register(
                 return Registration(existing, created=False)
             returning = await was_member_before(session, shop, profile.telegram_id)
             referrer = None
-            code = normalize_member_code(referrer_code) if referrer_code else None
-            if code is not None and not returning:
-                referrer = await session.scalar(
-                    select(Member).where(Member.code == code, Member.status == ACTIVE)
-                )
+            if invited_by and not returning:
+                # what followed ref_ in the invite link: a referral token (or an old link's code)
+                referrer = await referrals.find_referrer(session, invited_by)
             now = shop.now()
             member = Member(
                 telegram_id=profile.telegram_id,

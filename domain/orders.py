@@ -275,7 +275,9 @@ async def _fill_order(
         )
     )
     if first_purchase:
-        await referrals.on_first_purchase(session, shop, member, order.order_id)
+        await referrals.on_first_purchase(
+            session, shop, member, order.order_id, order.occurred_at
+        )
     outcome = await check_upgrade(session, shop, member.id)
     await session.flush()
     return await _order_receipt(session, shop, member, order, coupon_code, outcome)
@@ -406,6 +408,8 @@ async def _apply_refund(
     order.cash_returned += cash
     if refunded == order.amount and order.coupon_id is not None:
         await coupons.reinstate(session, order.coupon_id, now=shop.now())
+    if refunded == order.amount:  # the inviter's reward, if this order paid one (PROGRAM.md)
+        await referrals.on_full_refund(session, shop, order)
     outcome = await recheck_after_refund(session, shop, order.member_id)
     await session.flush()
     balance = int(

@@ -69,7 +69,7 @@ async def invite(
     caption, keyboard, link = await _screen(LINK, session, shop, texts, member, lang, bot_username)
     assert link is not None
     png = await asyncio.to_thread(qr_png, link)  # CPU work: off the event loop
-    photo = BufferedInputFile(png, filename=f"invite-{member.code}.png")
+    photo = BufferedInputFile(png, filename="invite.png")  # no member code in anything shared
     await message.answer_photo(photo, caption=caption, reply_markup=keyboard)
 
 

@@ -57,10 +57,10 @@ async def start(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts
 ) -> None:
     args = command.args or ""
-    referred = args.startswith(REFERRAL_PREFIX)
-    referrer_code = args.removeprefix(REFERRAL_PREFIX) if referred else None
+    # ref_<referral token> from an invite link (or ref_<member code> from an old one)
+    invited_by = args.removeprefix(REFERRAL_PREFIX) if args.startswith(REFERRAL_PREFIX) else None
     registration = await members.register(
-        session, shop, telegram_profile(message), referrer_code=referrer_code
+        session, shop, telegram_profile(message), invited_by=invited_by
     )
     await greet(message, registration, shop, texts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from datetime import UTC, datetime
 
 import httpx
@@ -79,10 +80,20 @@ async def _welcome_coupons(session: AsyncSession, code: str) -> list[Coupon]:
     )
 
 
+async def _invite_payload(chat: Conversation, telegram_id: int, lang: str = "en") -> str:
+    """What the member's invite link (from /invite) starts the bot with."""
+    await chat.send(message_update(telegram_id, "/invite", language_code=lang))
+    caption = chat.fake.calls_of("sendPhoto")[-1].params["caption"]
+    found = re.search(rf"https://t\.me/{BOT_USERNAME}\?start=(ref_\w+)", caption)
+    assert found is not None, caption
+    return found[1]
+
+
 async def _invite_pair(chat: Conversation, session: AsyncSession) -> tuple[str, str]:
     await chat.send(message_update(INVITER, "/start", first_name="Wei", last_name="Zhang"))
     inviter = await _code(session, INVITER)
-    await chat.send(message_update(FRIEND, f"/start ref_{inviter}", first_name="Mei"))
+    payload = await _invite_payload(chat, INVITER)
+    await chat.send(message_update(FRIEND, f"/start {payload}", first_name="Mei"))
     return inviter, await _code(session, FRIEND)
 
 
@@ -103,8 +114,15 @@ async def _join(
     session: AsyncSession, shop: Shop, telegram_id: int, name: str, referrer: str | None = None,
     last_name: str | None = None,
 ) -> str:
+    """Join; ``referrer`` is the inviter's member code, whose invite link (token) is used."""
+    token = None
+    if referrer is not None:
+        await session.rollback()
+        inviter = await session.scalar(select(Member).where(Member.code == referrer))
+        assert inviter is not None
+        token = await referrals.referral_token(session, inviter)
     registration = await members.register(
-        session, shop, _profile(telegram_id, name, last_name), referrer_code=referrer
+        session, shop, _profile(telegram_id, name, last_name), invited_by=token
     )
     return registration.member.code
 
@@ -192,8 +210,8 @@ async def test_reward_push_in_chinese(
     api: httpx.AsyncClient, chat: Conversation, session: AsyncSession
 ) -> None:
     await chat.send(message_update(INVITER, "/start", first_name="伟", language_code="zh-hans"))
-    inviter = await _code(session, INVITER)
-    await chat.send(message_update(FRIEND, f"/start ref_{inviter}", first_name="美"))
+    payload = await _invite_payload(chat, INVITER, "zh-hans")
+    await chat.send(message_update(FRIEND, f"/start {payload}", first_name="美"))
     friend = await _code(session, FRIEND)
     await api.post("/api/v1/orders", json={"order_id": "Z1", "member": friend, "amount": "10.00"})
     await chat.app.sender.deliver_pending()
@@ -207,7 +225,7 @@ async def test_self_invite_link_does_nothing(
 ) -> None:
     await chat.send(message_update(INVITER, "/start", first_name="Wei"))
     own = await _code(session, INVITER)
-    await chat.send(message_update(INVITER, f"/start ref_{own}", first_name="Wei"))
+    await chat.send(message_update(INVITER, f"/start {await _invite_payload(chat, INVITER)}"))
     assert "Welcome back" in chat.fake.calls_of("sendMessage")[-1].params["text"]
     await session.rollback()
     assert await session.scalar(select(Member.referrer_id).where(Member.code == own)) is None
@@ -223,9 +241,10 @@ async def test_existing_member_opening_a_link_earns_the_inviter_nothing(
 ) -> None:
     await chat.send(message_update(INVITER, "/start", first_name="Wei"))
     inviter = await _code(session, INVITER)
+    payload = await _invite_payload(chat, INVITER)
     # Registered on first contact, before opening the link.
     await chat.send(message_update(FRIEND, "hello", first_name="Mei"))
-    await chat.send(message_update(FRIEND, f"/start ref_{inviter}", first_name="Mei"))
+    await chat.send(message_update(FRIEND, f"/start {payload}", first_name="Mei"))
     assert "Welcome back" in chat.fake.calls_of("sendMessage")[-1].params["text"]
     friend = await _code(session, FRIEND)
     await session.rollback()
@@ -323,23 +342,26 @@ async def test_invite_shows_link_qr_and_counts_then_leaderboard_in_place(
     api: httpx.AsyncClient, chat: Conversation, session: AsyncSession
 ) -> None:
     inviter, friend = await _invite_pair(chat, session)
-    await chat.send(message_update(OTHER, f"/start ref_{inviter}", first_name="Bo"))
+    token = (await _invite_payload(chat, INVITER)).removeprefix("ref_")
+    await chat.send(message_update(OTHER, f"/start ref_{token}", first_name="Bo"))
     await api.post("/api/v1/orders", json={"order_id": "I1", "member": friend, "amount": "10.00"})
 
     await chat.send(message_update(INVITER, "/invite"))
     photo = chat.fake.calls_of("sendPhoto")[-1]
     assert photo.params["chat_id"] == str(INVITER)
-    link = f"https://t.me/{BOT_USERNAME}?start=ref_{inviter}"
+    link = f"https://t.me/{BOT_USERNAME}?start=ref_{token}"
     caption = photo.params["caption"]
-    assert link in caption
+    assert link in caption and inviter not in caption
     assert "CN¥10 off orders of CN¥50 or more" in caption and "<b>200</b> points" in caption
     assert "Friends joined: <b>2</b>" in caption
     assert "Friends who bought: <b>1</b>" in caption
     assert "You earned: <b>200</b> points · 50 growth" in caption
     image = Image.open(io.BytesIO(photo.params["photo"]["bytes"]))
     assert [barcode.text for barcode in zxingcpp.read_barcodes(image)] == [link]
+    assert inviter not in photo.params["photo"]["upload"]
     buttons = [b for row in photo.params["reply_markup"]["inline_keyboard"] for b in row]
-    assert any(b.get("url", "").startswith("https://t.me/share/url?") for b in buttons)
+    share = next(b["url"] for b in buttons if b.get("url", "").startswith("https://t.me/share/"))
+    assert token in share and inviter not in share
     board_button = next(b["callback_data"] for b in buttons if "Leaderboard" in b["text"])
 
     await chat.send(chat.fake.press(INVITER, board_button, photo.message_id))
@@ -354,7 +376,7 @@ async def test_invite_shows_link_qr_and_counts_then_leaderboard_in_place(
     await chat.send(chat.fake.press(INVITER, back, photo.message_id))
     assert link in chat.fake.calls_of("editMessageCaption")[-1].params["caption"]
     assert not any(c.failed for c in chat.fake.calls)
-    assert len(chat.fake.calls_of("sendPhoto")) == 1  # edited in place, never re-sent
+    assert len(chat.fake.calls_of("sendPhoto")) == 3  # edited in place, never re-sent
 
 
 async def test_invite_menu_button_in_chinese_and_empty_leaderboard(
@@ -365,7 +387,7 @@ async def test_invite_menu_button_in_chinese_and_empty_leaderboard(
     await chat.send(message_update(INVITER, "👥 邀请好友", language_code="zh-hans"))
     photo = chat.fake.calls_of("sendPhoto")[-1]
     caption = photo.params["caption"]
-    assert f"start=ref_{code}" in caption
+    assert "start=ref_" in caption and code not in caption
     assert "满¥50减¥10券" in caption and "<b>200</b> 积分" in caption
     assert "已加入的好友：<b>0</b>" in caption
     buttons = [b for row in photo.params["reply_markup"]["inline_keyboard"] for b in row]

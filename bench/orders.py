@@ -6,7 +6,9 @@ for writes), registers members (untimed), and serves ``App.http`` with the proje
 ``EmbeddedServer`` (uvicorn) on a loopback port inside this process, as ``bot.app.run`` does.
 
 * **orders/s** -- N ``POST /api/v1/orders`` (distinct order ids, random members, amounts
-  1.00..500.00, some redeeming points the member is sure to have), over real loopback HTTP/1.1
+  1.00..500.00, some redeeming points the member is sure to have: those name the member by a
+  one-time spend code, issued per member in the untimed setup of each round, as the member's
+  "Pay with points" would; the others by the member code), over real loopback HTTP/1.1
   with keep-alive and C requests in flight. By default the client (httpx) runs in a separate
   process so that its CPU time is not charged to the server's event loop; ``--client inprocess``
   puts it in the server's process and loop instead. Every answer must be 201.
@@ -55,6 +57,7 @@ BOT_TOKEN = "123456789:BENCH-token-xxxxxxxxxxxx"
 REDEEM_SHARE = 0.2  # share of orders that offset points
 MAX_REDEEM = 50  # points; 0.50 is within the 50% cap of the smallest order (1.00)
 MIN_AMOUNT, MAX_AMOUNT = 100, 50_000  # minor units: "1.00" .. "500.00"
+SPEND_CODES_PER_MEMBER = 8  # per round; a member out of codes pays without points
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,9 +85,11 @@ async def drive_orders(
     concurrency: int,
     prefix: str,
     seed: int,
+    spend_codes: dict[str, list[str]] | None = None,
     ready: Callable[[], Awaitable[None]] | None = None,
 ) -> ClientResult:
-    """Post ``count`` orders with ``concurrency`` in flight; ``members`` maps code -> balance.
+    """Post ``count`` orders with ``concurrency`` in flight; ``members`` maps code -> balance,
+    ``spend_codes`` code -> the member's unused one-time spend codes (needed to redeem).
 
     A redemption is only planned from points reserved out of what the member surely has (the
     balance before the round plus points earned by answers already received), so every order
@@ -92,6 +97,7 @@ async def drive_orders(
     rng = random.Random(seed)
     codes = sorted(members)
     available = dict(members)
+    unused = {code: list(codes_) for code, codes_ in (spend_codes or {}).items()}
     headers = {"Authorization": f"Bearer {POS_TOKEN}"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     result = ClientResult(orders=count, elapsed=0.0)
@@ -122,13 +128,14 @@ async def drive_orders(
                     "amount": f"{amount // 100}.{amount % 100:02d}",
                 }
                 redeem = 0
-                if rng.random() < REDEEM_SHARE:
+                if rng.random() < REDEEM_SHARE and unused.get(code):
                     cap = amount * 50 // 100  # minor units; 100 points = 1.00
                     redeem = min(MAX_REDEEM, cap, available[code])
                     if redeem > 0:
                         redeem = rng.randint(1, redeem)
                         available[code] -= redeem
                         body["redeem_points"] = redeem
+                        body["member"] = unused[code].pop()  # spending needs the member there
                 started = time.perf_counter()
                 try:
                     response = await client.post("/api/v1/orders", json=body)
@@ -175,7 +182,7 @@ def client_main(spec_path: str) -> None:
         drive_orders(
             spec["base_url"], spec["members"], count=spec["count"],
             concurrency=spec["concurrency"], prefix=spec["prefix"], seed=spec["seed"],
-            ready=ready,
+            spend_codes=spec["spend_codes"], ready=ready,
         )
     )
     print(json.dumps(result.__dict__), flush=True)
@@ -252,12 +259,32 @@ async def member_balances(session_factory: Any) -> dict[str, int]:
     return {code: int(balance) for code, balance in rows}
 
 
+async def issue_spend_codes(
+    session_factory: Any, shop: Any, per_member: int
+) -> dict[str, list[str]]:
+    """Untimed: ``per_member`` one-time spend codes for every member, as "Pay with points"."""
+    from sqlalchemy import select
+
+    from domain import spending
+    from domain.models import Member
+
+    async with session_factory() as session:
+        rows = (await session.execute(select(Member.id, Member.code))).all()
+        codes: dict[str, list[str]] = {}
+        for member_id, code in rows:
+            codes[code] = [
+                (await spending.issue(session, shop, member_id)).code for _ in range(per_member)
+            ]
+    return codes
+
+
 async def run_orders_round(
     base_url: str, session_factory: Any, counter: SqlCounter, *, args: argparse.Namespace,
-    round_no: int, workdir: Path,
+    round_no: int, workdir: Path, shop: Any,
 ) -> tuple[ClientResult, dict[str, float]]:
     """One round of orders; also the application's SQL counts during the timed part."""
     members = await member_balances(session_factory)
+    spend_codes = await issue_spend_codes(session_factory, shop, SPEND_CODES_PER_MEMBER)
     prefix, seed = f"B{round_no}", 1000 + round_no
     before: dict[str, float] = {}
     if args.client == "inprocess":
@@ -266,13 +293,14 @@ async def run_orders_round(
 
         result = await drive_orders(
             base_url, members, count=args.orders, concurrency=args.concurrency,
-            prefix=prefix, seed=seed, ready=ready,
+            prefix=prefix, seed=seed, spend_codes=spend_codes, ready=ready,
         )
         return result, counter.delta(before)
     spec = workdir / f"client-{round_no}.json"
     spec.write_text(json.dumps({
         "base_url": base_url, "members": members, "count": args.orders,
         "concurrency": args.concurrency, "prefix": prefix, "seed": seed,
+        "spend_codes": spend_codes,
     }))
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(Path(__file__).resolve()), "--client-spec", str(spec),
@@ -424,7 +452,7 @@ async def main(args: argparse.Namespace) -> int:
         for round_no in range(1, args.rounds + 1):
             result, sql = await run_orders_round(
                 base_url, app.session_factory, counter, args=args, round_no=round_no,
-                workdir=workdir,
+                workdir=workdir, shop=app.shop,
             )
             if result.failures or result.replayed:
                 print(f"ABORT: round {round_no}: {result.failures} failed orders, "

@@ -24,7 +24,24 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """The till API of Member Companion. Every call under `/api/v1` needs
 `Authorization: Bearer <POS_API_TOKEN>`. Amounts are decimal strings in the shop's currency
-("199.00"). Orders, refunds and events are idempotent by their ids."""
+("199.00"). Orders, refunds and events are idempotent by their ids.
+
+**The till flow.** A member code is for earning, not for spending.
+
+1. *Earning*: scan the member's card (its QR code is the member code) or type the member code
+   or phone number into `member`. The order earns points and growth; `GET /members/{code}`
+   shows the name to check against the person, the tier and discount, the balance and the
+   largest offset, and the usable coupons without their codes.
+2. *Spending points*: ask the member for "Pay with points" on their card in the chat. It shows
+   a QR code with a one-time spend code (`P` and 11 more characters, such as `P3KQ-7M2Z-XW4E`),
+   valid a few minutes (5 by default). Put the scanned text into `member` instead of the member
+   code: the order is for that member and may set `redeem_points`. The code is used up by that
+   order (a retry of the same order replays); another order with it is refused
+   (`spend_code_used`, `spend_code_expired`, 422). `redeem_points` with only the member code or
+   phone is refused with `spend_proof_required` (403) and changes nothing. A lookup with the
+   spend code also lists the coupons' codes and does not use the spend code up.
+3. *Coupons*: a coupon is used by its own code (`coupon_code`), which only its owner sees in
+   the chat: the member code is enough beside it."""
 
 
 def create_http_app(

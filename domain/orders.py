@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import coupons, outbox, points, referrals
+from domain import coupons, outbox, points, referrals, spending
 from domain.errors import (
     IdempotencyConflict,
     InsufficientPoints,
@@ -29,10 +29,11 @@ from domain.errors import (
 )
 from domain.growth import PURCHASE, add_growth
 from domain.idempotency import fingerprint, with_retry_on_race
-from domain.members import FROZEN, find_member
+from domain.members import FROZEN
 from domain.models import Member, Order, Refund
 from domain.money import MINOR_PER_UNIT, format_money
 from domain.shop import Shop
+from domain.spending import SpendProof, SpendProofRequired, TillIdentity
 from domain.tiers import TierOutcome, check_upgrade, progress, recheck_after_refund
 from domain.transaction import write_transaction
 
@@ -42,11 +43,13 @@ CLOCK_SKEW = timedelta(minutes=5)
 @dataclass(frozen=True)
 class OrderRequest:
     order_id: str
-    member: str  # member code or phone number
+    member: str  # member code or phone number (earning only), or a one-time spend code
     amount: int  # minor units, after the tier discount
     occurred_at: datetime | None = None
     redeem_points: int = 0
     coupon_code: str | None = None
+    # The member's presence proven by another door than a spend code; never from a till.
+    spend_proof: SpendProof | None = None
 
 
 @dataclass(frozen=True)
@@ -183,15 +186,24 @@ async def place_order(
             existing = await _claim_order(session, request.order_id, digest)
             if existing is not None:
                 return Outcome(_receipt(existing), replayed=True)
-            member = await find_member(session, shop, request.member)
+            identity = await spending.identify(session, shop, request.member)
+            member = identity.member
             if member.status == FROZEN:
                 raise MemberFrozen(member_code=member.code, note=member.frozen_reason)
+            _check_spend_proof(request, identity)
             order = Order(
                 order_id=request.order_id, request_hash=digest, member_id=member.id,
                 amount=request.amount, occurred_at=occurred, created_at=shop.now(),
             )
             session.add(order)
             await session.flush()  # the claim: a racing twin now waits on this row
+            if identity.spend_code is not None:
+                # After the claim, so a retried twin of this order replays instead of being
+                # told that its code is used; with it, so a refused order uses no code.
+                await spending.consume(
+                    session, shop, identity.spend_code, member_id=member.id,
+                    order_id=order.order_id,
+                )
             receipt = await _fill_order(session, shop, member, order, request)
             order.response = receipt.to_json()
             await outbox.enqueue(
@@ -201,6 +213,15 @@ async def place_order(
             return Outcome(receipt, replayed=False)
 
     return await with_retry_on_race(session, attempt)
+
+
+def _check_spend_proof(request: OrderRequest, identity: TillIdentity) -> None:
+    """The static member code or phone earns; spending points needs the member there."""
+    if request.redeem_points <= 0 or identity.present:
+        return
+    proof = request.spend_proof
+    if proof is None or proof.member_id != identity.member.id:
+        raise SpendProofRequired(field="redeem_points")
 
 
 async def _fill_order(

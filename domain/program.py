@@ -103,6 +103,8 @@ class PointsRules(_Strict):
     referral_monthly_cap: int = Field(ge=0)
     offset_points_per_unit: int = Field(ge=1)
     offset_max_percent: int = Field(ge=0, le=100)
+    # How long the one-time code of "Pay with points" lets a till spend the member's points.
+    spend_code_minutes: int = Field(default=5, ge=1, le=60)
 
     @model_validator(mode="after")
     def _offset_in_minor_units(self) -> PointsRules:

@@ -1,4 +1,9 @@
-"""What a till is told about a member: the lookup a cashier does before ringing up a sale."""
+"""What a till is told about a member: the lookup a cashier does before ringing up a sale.
+
+The static member code or phone (printed on the card, known to many) tells what a cashier needs
+to check the person and ring up the sale, never the codes of the member's coupons; the
+member's one-time spend code ("Pay with points") tells those too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import coupons, members, orders
+from domain import coupons, orders, spending
 from domain.growth import growth_total
 from domain.shop import Shop
 from domain.transaction import read_transaction
@@ -15,7 +20,7 @@ from domain.transaction import read_transaction
 
 @dataclass(frozen=True)
 class TillCoupon:
-    code: str
+    code: str | None  # only for a till holding the member's spend code
     kind: str
     value: int  # minor units, or a percentage for percent_off
     min_spend: int
@@ -34,15 +39,18 @@ class TillView:
     max_offset_points: int | None
     max_offset_minor: int | None
     coupons: list[TillCoupon]
+    can_redeem_points: bool  # the till holds a valid spend code: an order with it may spend
 
 
 async def look_up(
     session: AsyncSession, shop: Shop, query: str, *, amount: int | None = None
 ) -> TillView:
-    """The member by code or phone, in one read: tier and discount, balance, growth, the
-    largest points offset for ``amount`` (minor units) and the coupons usable now."""
+    """The member by spend code, member code or phone, in one read: tier and discount,
+    balance, growth, the largest points offset for ``amount`` (minor units) and the coupons
+    usable now, with their codes only for a spend code (which this does not use up)."""
     async with read_transaction(session):
-        member = await members.find_member(session, shop, query)
+        identity = await spending.identify(session, shop, query, field="code_or_phone")
+        member = identity.member
         growth = await growth_total(session, shop, member.id)
         usable = await coupons.usable_coupons(session, member.id, at=shop.now())
     tier = shop.program.tier(member.tier)
@@ -57,6 +65,11 @@ async def look_up(
         max_offset_minor=orders.points_to_money(shop, max_points) if max_points is not None
         else None,
         coupons=[
-            TillCoupon(c.code, c.kind, c.value, c.min_spend, c.valid_until) for c in usable
+            TillCoupon(
+                c.code if identity.present else None, c.kind, c.value, c.min_spend,
+                c.valid_until,
+            )
+            for c in usable
         ],
+        can_redeem_points=identity.present,
     )

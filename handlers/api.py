@@ -28,7 +28,8 @@ from domain.program import Program
 from domain.shop import Shop
 
 ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
-# A member code (any case, with or without separators) or a phone number as typed at a till.
+# A member code (any case, with or without separators), a phone number as typed at a till, or
+# the member's one-time spend code.
 MEMBER_PATTERN = r"^[0-9A-Za-z+()\-. ]{1,32}$"
 COUPON_PATTERN = r"^[0-9A-Za-z\- ]{1,32}$"
 EXAMPLE_MEMBER = "K7QM-4PZJ"  # a well-formed code: its check character is right
@@ -38,6 +39,10 @@ STATUS_BY_CODE = {
     "member_frozen": 403,
     "idempotency_conflict": 409,
     "insufficient_points": 409,
+    "spend_proof_required": 403,
+    "spend_code_unknown": 404,  # like an unknown member: a reference to nothing
+    "spend_code_expired": 409,
+    "spend_code_used": 409,
 }
 # A well-formed request the shop's current state refuses is a conflict (409), a reference to
 # nothing is 404; 422 stays for what is wrong with the request itself.
@@ -61,14 +66,22 @@ class ApiError(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ApiError, "description": "missing or wrong bearer token"},
-    403: {"model": ApiError, "description": "the member is frozen"},
-    404: {"model": ApiError, "description": "unknown member, order or coupon"},
+    403: {
+        "model": ApiError,
+        "description": "the member is frozen (`member_frozen`), or points are to be spent "
+        "without the member's one-time spend code (`spend_proof_required`)",
+    },
+    404: {
+        "model": ApiError,
+        "description": "unknown member, order, coupon or spend code (`spend_code_unknown`)",
+    },
     408: {"model": ApiError, "description": "the body did not arrive within 10 s"},
     409: {
         "model": ApiError,
         "description": "the id was used before with a different body, or the shop's state "
         "refuses it: not enough points, a coupon that is used, expired, another member's or "
-        "below its minimum spend, a refund over what is left of the order",
+        "below its minimum spend, a refund over what is left of the order, a spend code "
+        "already used (`spend_code_used`) or expired (`spend_code_expired`)",
     },
     413: {"model": ApiError, "description": "the body is over 16 KiB"},
     422: {"model": ApiError, "description": "a field is wrong: `field` names it"},
@@ -97,7 +110,12 @@ class OrderIn(BaseModel):
     )
 
     order_id: str = Field(pattern=ID_PATTERN, description="the till's order id; idempotency key")
-    member: str = Field(pattern=MEMBER_PATTERN, description="member code or phone number")
+    member: str = Field(
+        pattern=MEMBER_PATTERN,
+        description="member code or phone number (earns points, may use a coupon by its "
+        "code), or the member's one-time spend code from \"Pay with points\" (may also "
+        "redeem points; the order uses it up)",
+    )
     amount: str = Field(description="order total after the tier discount")  # see for_program
     occurred_at: AwareDatetime | None = Field(
         default=None,
@@ -107,7 +125,8 @@ class OrderIn(BaseModel):
     redeem_points: Annotated[int, BeforeValidator(_whole_number)] = Field(
         default=0, ge=0, le=100_000_000,
         description="points to offset: a JSON integer (not a string, not true/false); at most "
-        "50% of the order and the member's balance",
+        "50% of the order and the member's balance; only with the member's spend code in "
+        "`member`",
     )
     coupon_code: str | None = Field(
         default=None, pattern=COUPON_PATTERN, description="a coupon of this member's"
@@ -206,7 +225,11 @@ class OrderOut(BaseModel):
 
 
 class CouponOut(BaseModel):
-    code: str
+    code: str | None = Field(
+        default=None,
+        description="only when the member was looked up by their spend code; otherwise the "
+        "member says the code (or shows the coupon) at the till",
+    )
     kind: str
     value: str
     min_spend: str
@@ -224,6 +247,10 @@ class MemberOut(BaseModel):
     max_offset_points: int | None = Field(description="for the given ?amount=")
     max_offset_amount: str | None
     coupons: list[CouponOut]
+    can_redeem_points: bool = Field(
+        description="the member was looked up by a valid spend code: an order with that code "
+        "may redeem points"
+    )
 
 
 class EventIn(BaseModel):
@@ -309,6 +336,11 @@ _MESSAGES = {
     "member_frozen": "the member is frozen",  # the staff's note stays out of the answer
     "idempotency_conflict": "the id was used before with a different body",
     "order_not_found": "no such order",
+    "spend_proof_required": "spending points needs the member's one-time spend code (\"Pay "
+    "with points\" in the chat) in `member`; the member code or phone only earns",
+    "spend_code_unknown": "no such spend code",
+    "spend_code_expired": "this spend code has expired: ask the member for a new one",
+    "spend_code_used": "this spend code has already been used: ask the member for a new one",
 }
 
 
@@ -317,8 +349,8 @@ PATTERN_MESSAGES = {
     "order_id": "must be 1 to 64 letters, digits or . _ : -",
     "refund_id": "must be 1 to 64 letters, digits or . _ : -",
     "event_id": "must be 1 to 64 letters, digits or . _ : -",
-    "member": "must be a member code or a phone number",
-    "code_or_phone": "must be a member code or a phone number",
+    "member": "must be a member code, a phone number or a spend code",
+    "code_or_phone": "must be a member code, a phone number or a spend code",
     "coupon_code": "must be a coupon code",
 }
 
@@ -344,7 +376,9 @@ ORDER_LINKS = {
     },
 }
 OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="the till's order id")]
-MemberRef = Annotated[str, Path(pattern=MEMBER_PATTERN, description="member code or phone number")]
+MemberRef = Annotated[
+    str, Path(pattern=MEMBER_PATTERN, description="member code or phone number, or spend code")
+]
 
 
 def build_router(program: Program) -> APIRouter:
@@ -361,7 +395,11 @@ def build_router(program: Program) -> APIRouter:
     ) -> dict[str, Any]:
         """Apply the coupon and the points offset (100 points = 1.00, at most 50% of the order),
         earn points and growth on what remains to pay. The same `order_id` with the same body
-        returns the first answer (header `Idempotent-Replayed: true`) and credits nothing."""
+        returns the first answer (header `Idempotent-Replayed: true`) and credits nothing.
+
+        `member` is the member code or phone to earn (a coupon by its own code may be used),
+        or the member's one-time spend code to also redeem points: without it `redeem_points`
+        is refused (`spend_proof_required`, 403) and nothing changes."""
         outcome = await orders.place_order(
             session, shop,
             orders.OrderRequest(
@@ -401,8 +439,10 @@ def build_router(program: Program) -> APIRouter:
         code_or_phone: MemberRef, session: SessionDep, shop: ShopDep, request: Request,
         amount: str | None = None,
     ) -> MemberOut:
-        """What a cashier needs: tier and discount, balance, the largest offset for an amount,
-        usable coupons."""
+        """What a cashier needs: the name to check against the person, tier and discount,
+        balance, the largest offset for an amount, the usable coupons. By member code or phone
+        the coupons come without their codes; by the member's spend code with them (the
+        lookup does not use the spend code up)."""
         view = await till.look_up(
             session, shop, code_or_phone,
             amount=_money(amount, "amount") if amount is not None else None,
@@ -413,6 +453,7 @@ def build_router(program: Program) -> APIRouter:
             max_offset_points=view.max_offset_points,
             max_offset_amount=format_money(view.max_offset_minor)
             if view.max_offset_minor is not None else None,
+            can_redeem_points=view.can_redeem_points,
             coupons=[
                 CouponOut(
                     code=c.code, kind=c.kind,
@@ -478,12 +519,13 @@ def install(app: FastAPI, program: Program) -> None:
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        status = STATUS_BY_REASON.get(exc.reason) or (
-            422 if isinstance(exc, InvalidInput) else STATUS_BY_CODE.get(exc.code, 400)
+        status = (
+            STATUS_BY_REASON.get(exc.reason) or STATUS_BY_CODE.get(exc.code)
+            or (422 if isinstance(exc, InvalidInput) else 400)
         )
         body: dict[str, Any] = {
             "error": exc.code, "message": api_message(exc),
-            "field": exc.field if isinstance(exc, InvalidInput) else None,
+            "field": str(exc.details["field"]) if "field" in exc.details else None,
         }
         return JSONResponse(body, status_code=status)
 

@@ -32,6 +32,10 @@ class RewardRedeem(CallbackData, prefix="rwr"):
     # on one confirmation screen carries the same number and is refused the second time
 
 
+class SpendCodeAsk(CallbackData, prefix="spd"):
+    """"Pay with points" on the card: a new one-time spend code for the member who pressed."""
+
+
 class CouponOpen(CallbackData, prefix="cpn"):
     coupon_id: int  # 0 for the list
 

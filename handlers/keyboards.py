@@ -9,7 +9,7 @@ from aiogram.types import (
     ReplyKeyboardMarkup,
 )
 
-from handlers.callbacks import LanguageChoice, ProfileAction, ProfileLanguage
+from handlers.callbacks import LanguageChoice, ProfileAction, ProfileLanguage, SpendCodeAsk
 from handlers.texts import LANGUAGES, Texts
 
 
@@ -55,4 +55,18 @@ def language_picker(
 def back_to_profile(texts: Texts, lang: str) -> InlineKeyboardButton:
     return InlineKeyboardButton(
         text=texts.label(lang, "profile_back"), callback_data=ProfileAction(action="show").pack()
+    )
+
+
+def card_actions(texts: Texts, lang: str) -> InlineKeyboardMarkup:
+    """Under the member card: a one-time code to spend points at the till."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=texts.label(lang, "card_pay_with_points"),
+                    callback_data=SpendCodeAsk().pack(),
+                )
+            ]
+        ]
     )

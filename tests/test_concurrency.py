@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain import members, points
+from domain import members, points, spending
 from domain.errors import InsufficientPoints
 from domain.models import (
     BehaviourEvent,
@@ -72,6 +72,14 @@ async def _new_member(
     assert registration.created
     assert registration.member.points_balance == 100
     return registration.member
+
+
+async def _spend_codes(
+    session_factory: SessionFactory, shop: Shop, member: Member, n: int
+) -> list[str]:
+    """``n`` one-time spend codes of the member ("Pay with points" tapped ``n`` times)."""
+    async with session_factory() as session:
+        return [(await spending.issue(session, shop, member.id)).code for _ in range(n)]
 
 
 async def _books(session_factory: SessionFactory, member_id: int) -> dict[str, int]:
@@ -176,11 +184,12 @@ async def test_concurrent_orders_redeeming_points_never_overdraw(
     # 0.20 with 10 points (0.10, the 50% cap) leaves 0.10 to pay: it earns no points back,
     # so the 100 sign-up points cover exactly 10 such orders. (An order of 100.00 would earn
     # 99 points and every one of the 30 would go through: see the next test.)
+    codes = await _spend_codes(session_factory, shop, member, 30)
 
     async def post(i: int) -> httpx.Response:
         return await api.post(
             ORDERS,
-            json={"order_id": f"S{i}", "member": member.code, "amount": "0.20",
+            json={"order_id": f"S{i}", "member": codes[i], "amount": "0.20",
                   "redeem_points": 10},
         )
 
@@ -208,11 +217,12 @@ async def test_concurrent_orders_earning_and_spending_lose_no_update(
     on the member row (foreign key), then ``points.earn`` → ``_lock_member`` asks for FOR
     UPDATE on that row, which conflicts with the twins' KEY SHARE locks."""
     member = await _new_member(session_factory, shop)
+    codes = await _spend_codes(session_factory, shop, member, 10)
 
     async def post(i: int) -> httpx.Response:
         return await api.post(
             ORDERS,
-            json={"order_id": f"E{i}", "member": member.code, "amount": "100.00",
+            json={"order_id": f"E{i}", "member": codes[i], "amount": "100.00",
                   "redeem_points": 10},
         )
 
@@ -362,8 +372,9 @@ async def test_concurrent_refunds_returning_offset_points(
 ) -> None:
     """An order paid half with points: racing refunds give the points back exactly once."""
     member = await _new_member(session_factory, shop)
+    [code] = await _spend_codes(session_factory, shop, member, 1)
     placed = await _place(
-        api, {"order_id": "G-1", "member": member.code, "amount": "2.00", "redeem_points": 100}
+        api, {"order_id": "G-1", "member": code, "amount": "2.00", "redeem_points": 100}
     )
     assert placed["points_earned"] == 1 and placed["balance"] == 1
 

@@ -53,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import create_engine, create_session_factory
 from bot.settings import DEFAULT_PROGRAM_FILE
-from domain import members, orders, points
+from domain import members, orders, points, spending
 from domain.clock import FixedClock
 from domain.errors import (
     DomainError,
@@ -78,6 +78,7 @@ from domain.models import (
 )
 from domain.program import Program, load_program
 from domain.shop import Shop
+from domain.spending import SpendProof, SpendProofRequired
 from domain.transaction import write_transaction
 from tests.conftest import POSTGRES_URL
 
@@ -410,7 +411,8 @@ _replay = st.tuples(st.sampled_from(["replay_order", "replay_refund"]), st.integ
 _refused = st.tuples(
     st.just("refused"),
     st.sampled_from(
-        ["unknown_member", "unknown_order", "zero_refund", "order_conflict", "refund_conflict", "order_too_large"]
+        ["unknown_member", "unknown_order", "zero_refund", "order_conflict", "refund_conflict", "order_too_large",
+         "spend_without_proof"]
     ),
     st.integers(0, 30),
 )
@@ -549,6 +551,8 @@ class Scenario:
         request = orders.OrderRequest(
             order_id=order_id, member=member.code, amount=amount, occurred_at=occurred,
             redeem_points=redeem,
+            # the member is at the till (through the API: their one-time spend code)
+            spend_proof=SpendProof(member.id) if redeem else None,
         )
         offset = redeem * 100 // rules.offset_points_per_unit
         what = f"order {order_id} of member {member.id}: amount {amount}, redeem {redeem} (balance {balance})"
@@ -794,6 +798,15 @@ class Scenario:
                 order_id=f"o{next(self.ids)}", member=member.code, amount=PROGRAM.orders.max_amount + 1
             )
             await self.refused("order above the largest amount", lambda s: orders.place_order(s, shop, request), InvalidInput)
+        elif kind == "spend_without_proof":
+            member = self.members[index % len(self.members)]
+            request = orders.OrderRequest(
+                order_id=f"o{next(self.ids)}", member=member.code, amount=10_000, redeem_points=100
+            )
+            await self.refused(
+                "points spent with the static member code", lambda s: orders.place_order(s, shop, request),
+                SpendProofRequired,
+            )
         elif kind == "unknown_order":
             await self.refused(
                 "refund of an unknown order",
@@ -1032,6 +1045,10 @@ async def _expire(session: AsyncSession, shop: Shop) -> int:
 
 
 async def _order(session: AsyncSession, shop: Shop, order_id: str, code: str, amount: int, **kw: Any) -> orders.OrderReceipt:
+    if kw.get("redeem_points"):  # spending: the member shows a one-time spend code, not the card
+        member_id = await session.scalar(select(Member.id).where(Member.code == code))
+        assert member_id is not None
+        code = (await spending.issue(session, shop, member_id)).code
     return (await orders.place_order(session, shop, orders.OrderRequest(order_id, code, amount, **kw))).result
 
 

@@ -21,6 +21,7 @@ from handlers.callbacks import RewardView
 from handlers.texts import load_texts
 from tests.conftest import STAFF_ID, Conversation
 from tests.fake_telegram import callback_update, message_update
+from tests.spend import spend_code
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,8 @@ async def test_till_refund_pushes_once_even_when_the_till_retries(
     chat: Conversation, session: AsyncSession, api: Any
 ) -> None:
     member = await _register(chat, session)
-    order = {"order_id": "T-1", "member": member.code, "amount": "200.00", "redeem_points": 100}
+    pay = await spend_code(session, chat.app.shop, member.code)
+    order = {"order_id": "T-1", "member": pay, "amount": "200.00", "redeem_points": 100}
     assert (await api.post("/api/v1/orders", json=order)).status_code == 201
     await chat.app.sender.deliver_pending()
     body = {"refund_id": "TR-1", "amount": "200.00"}

@@ -15,6 +15,7 @@ from domain.models import LedgerEntry, Member, PointsLot
 from domain.shop import Shop
 from tests.conftest import Conversation
 from tests.fake_telegram import message_update
+from tests.spend import spend_code
 
 
 async def _register(chat: Conversation, session: AsyncSession, user_id: int = 4242) -> str:
@@ -76,17 +77,18 @@ async def test_offset_cap_balance_and_refund_returns_offset(
     api: httpx.AsyncClient, chat: Conversation, session: AsyncSession
 ) -> None:
     code = await _register(chat, session)  # 100 points
+    pay = await spend_code(session, chat.app.shop, code)  # a refused order does not use it up
     too_many = await api.post(
-        "/api/v1/orders", json={"order_id": "B0", "member": code, "amount": "1.00", "redeem_points": 60}
+        "/api/v1/orders", json={"order_id": "B0", "member": pay, "amount": "1.00", "redeem_points": 60}
     )
     assert too_many.status_code == 422
     assert too_many.json()["field"] == "redeem_points"
     over_balance = await api.post(
-        "/api/v1/orders", json={"order_id": "B0", "member": code, "amount": "10.00", "redeem_points": 101}
+        "/api/v1/orders", json={"order_id": "B0", "member": pay, "amount": "10.00", "redeem_points": 101}
     )
     assert over_balance.status_code == 409 and "balance" in over_balance.json()["message"]
     ok = await api.post(
-        "/api/v1/orders", json={"order_id": "B1", "member": code, "amount": "10.00", "redeem_points": 100}
+        "/api/v1/orders", json={"order_id": "B1", "member": pay, "amount": "10.00", "redeem_points": 100}
     )
     assert ok.status_code == 201, ok.text
     body = ok.json()
@@ -109,10 +111,17 @@ async def test_refund_of_spent_points_goes_negative_and_is_repaid(
     await api.post("/api/v1/orders", json={"order_id": "C1", "member": code, "amount": "300.00"})
     # 400 points now; spend 150 (cap 50% of 3.00 = 150 points)
     spent = await api.post(
-        "/api/v1/orders", json={"order_id": "C2", "member": code, "amount": "3.00", "redeem_points": 150}
+        "/api/v1/orders",
+        json={"order_id": "C2", "member": await spend_code(session, chat.app.shop, code), "amount": "3.00",
+              "redeem_points": 150},
     )
     assert spent.status_code == 201, spent.text
-    await api.post("/api/v1/orders", json={"order_id": "C3", "member": code, "amount": "6.00", "redeem_points": 251})
+    again = await api.post(
+        "/api/v1/orders",
+        json={"order_id": "C3", "member": await spend_code(session, chat.app.shop, code), "amount": "6.00",
+              "redeem_points": 251},
+    )
+    assert again.status_code == 201, again.text
     # 100 + 300 - 150 + 1 - 251 + 3 = 3 points left; the 300 of order C1 are mostly spent.
     assert (await _state(session, code))["balance"] == 3
     refund = await api.post("/api/v1/orders/C1/refunds", json={"refund_id": "RC1", "amount": "300.00"})

@@ -109,7 +109,8 @@ def _readable(text: str) -> str:
     text = re.sub(r"/[a-z]+\b", " ", text)  # a command to type
     for name in LANGUAGE_NAMES:
         text = text.replace(name, " ")
-    text = re.sub(r"\b[0-9A-Z]{4,5}-[0-9A-Z]{4,5}\b", " ", text)  # a member or coupon code
+    # a member, coupon or spend code (P3KQ-7M2Z-XW4E)
+    text = re.sub(r"\b[0-9A-Z]{4,5}(?:-[0-9A-Z]{4,5})+\b", " ", text)
     return text
 
 

@@ -5,6 +5,7 @@ every door, and crafted numbers in buttons or commands get a polite refusal, not
 from __future__ import annotations
 
 import asyncio
+
 import httpx
 import pytest
 from sqlalchemy import func, select

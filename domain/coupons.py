@@ -28,6 +28,7 @@ USED = "used"
 VOID = "void"
 EXPIRED = "expired"
 REWARD_SOURCE = "reward:"
+LARGEST_ID = 2**31 - 1  # coupons.id is an INTEGER: PostgreSQL refuses any larger value
 
 
 class CouponNotFound(DomainError):
@@ -219,7 +220,10 @@ async def member_coupon(
 ) -> CouponView:
     """One of the member's own coupons, to show at the till. Raises CouponNotFound when the
     id is not the member's (nothing of another member's coupon is revealed) and
-    CouponUnavailable when it is used, void or out of its validity."""
+    CouponUnavailable when it is used, void or out of its validity. An id no coupon can have
+    (from a crafted button: zero, negative, beyond the database's integers) is not found."""
+    if not 0 < coupon_id <= LARGEST_ID:
+        raise CouponNotFound(coupon_id=coupon_id)
     async with read_transaction(session):
         coupon = await session.scalar(
             select(Coupon)

@@ -17,6 +17,7 @@ class Reason(StrEnum):
 
     # Any field
     LENGTH = "length"  # min_length, max_length: characters of an id
+    ID_CHARACTERS = "id_characters"  # max_length: an id uses other than A-Z a-z 0-9 . _ : -
     # Money and counts
     NOT_MONEY = "not_money"  # not a decimal amount with at most two places
     NOT_POSITIVE = "not_positive"

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain import outbox, points
 from domain.errors import IdempotencyConflict, InvalidInput, MemberFrozen, Reason
 from domain.growth import BEHAVIOUR, add_growth
-from domain.idempotency import fingerprint, with_retry_on_race
+from domain.idempotency import check_request_id, fingerprint, with_retry_on_race
 from domain.members import FROZEN, find_member
 from domain.models import BehaviourEvent, Member
 from domain.orders import Outcome
@@ -41,24 +41,23 @@ async def record_event(
 ) -> Outcome[EventReceipt]:
     if kind not in EVENT_KINDS:
         raise InvalidInput("kind", Reason.UNKNOWN_KIND, kinds=list(EVENT_KINDS))
-    if not event_id or len(event_id) > 64:
-        raise InvalidInput("event_id", Reason.LENGTH, min_length=1, max_length=64)
+    check_request_id("event_id", event_id)
 
     async def attempt() -> Outcome[EventReceipt]:
         async with write_transaction(session):
             member = await find_member(session, shop, member_query)
-            digest = fingerprint({"member": member.id, "kind": kind})
+            digest = fingerprint(shop, {"member": member.id, "kind": kind})
             existing = await session.scalar(
                 select(BehaviourEvent).where(BehaviourEvent.event_id == event_id)
             )
             if existing is not None:
-                if existing.request_hash != digest:
+                if not digest.matches(existing.request_hash):
                     raise IdempotencyConflict(id=event_id)
                 return Outcome(EventReceipt(**json.loads(existing.response)), replayed=True)
             if member.status == FROZEN:
                 raise MemberFrozen(member_code=member.code, note=member.frozen_reason)
             event = BehaviourEvent(
-                event_id=event_id, request_hash=digest, member_id=member.id, kind=kind,
+                event_id=event_id, request_hash=digest.digest, member_id=member.id, kind=kind,
                 created_at=shop.now(),
             )
             session.add(event)

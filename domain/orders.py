@@ -28,7 +28,7 @@ from domain.errors import (
     RefundTooLarge,
 )
 from domain.growth import PURCHASE, add_growth
-from domain.idempotency import fingerprint, with_retry_on_race
+from domain.idempotency import Fingerprint, check_request_id, fingerprint, with_retry_on_race
 from domain.members import FROZEN
 from domain.models import Member, Order, Refund
 from domain.money import MINOR_PER_UNIT, format_money
@@ -87,8 +87,7 @@ class Outcome(Generic[R]):
 
 def _validate_order(shop: Shop, request: OrderRequest) -> datetime:
     rules = shop.program.orders
-    if not request.order_id or len(request.order_id) > 64:
-        raise InvalidInput("order_id", Reason.LENGTH, min_length=1, max_length=64)
+    check_request_id("order_id", request.order_id)
     if request.amount <= 0:
         raise InvalidInput("amount", Reason.NOT_POSITIVE)
     if request.amount > rules.max_amount:
@@ -140,8 +139,9 @@ def purchase_points(shop: Shop, paid: int, multiplier: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_DOWN))
 
 
-def _order_fingerprint(request: OrderRequest) -> str:
+def _order_fingerprint(shop: Shop, request: OrderRequest) -> Fingerprint:
     return fingerprint(
+        shop,
         {
             "member": request.member.strip().upper(),
             "amount": request.amount,
@@ -166,9 +166,11 @@ def _receipt(order: Order) -> OrderReceipt:
     return OrderReceipt(**json.loads(order.response))
 
 
-async def _claim_order(session: AsyncSession, order_id: str, digest: str) -> Order | None:
+async def _claim_order(
+    session: AsyncSession, order_id: str, digest: Fingerprint
+) -> Order | None:
     existing = await session.scalar(select(Order).where(Order.order_id == order_id))
-    if existing is not None and existing.request_hash != digest:
+    if existing is not None and not digest.matches(existing.request_hash):
         raise IdempotencyConflict(id=order_id)
     return existing
 
@@ -179,7 +181,7 @@ async def place_order(
     """Apply coupon and points offset, earn points and growth on what remains to pay, upgrade
     the tier at once, and queue the member's receipt: one transaction, once per order_id."""
     occurred = _validate_order(shop, request)
-    digest = _order_fingerprint(request)
+    digest = _order_fingerprint(shop, request)
 
     async def attempt() -> Outcome[OrderReceipt]:
         async with write_transaction(session):
@@ -192,7 +194,7 @@ async def place_order(
                 raise MemberFrozen(member_code=member.code, note=member.frozen_reason)
             _check_spend_proof(request, identity)
             order = Order(
-                order_id=request.order_id, request_hash=digest, member_id=member.id,
+                order_id=request.order_id, request_hash=digest.digest, member_id=member.id,
                 amount=request.amount, occurred_at=occurred, created_at=shop.now(),
             )
             session.add(order)
@@ -359,17 +361,17 @@ async def refund_order(
 ) -> Outcome[RefundReceipt]:
     """Take back the points and growth of the refunded share and return its offset points.
     Refunds never exceed the order; refund_id is idempotent; the tier is re-checked."""
-    if not refund_id or len(refund_id) > 64:
-        raise InvalidInput("refund_id", Reason.LENGTH, min_length=1, max_length=64)
+    check_request_id("order_id", order_id)
+    check_request_id("refund_id", refund_id)
     if amount <= 0:
         raise InvalidInput("amount", Reason.NOT_POSITIVE)
-    digest = fingerprint({"order_id": order_id, "amount": amount})
+    digest = fingerprint(shop, {"order_id": order_id, "amount": amount})
 
     async def attempt() -> Outcome[RefundReceipt]:
         async with write_transaction(session):
             existing = await session.scalar(select(Refund).where(Refund.refund_id == refund_id))
             if existing is not None:
-                if existing.request_hash != digest:
+                if not digest.matches(existing.request_hash):
                     raise IdempotencyConflict(id=refund_id)
                 return Outcome(RefundReceipt(**json.loads(existing.response)), replayed=True)
             order = await session.scalar(
@@ -378,7 +380,7 @@ async def refund_order(
             if order is None:
                 raise OrderNotFound(order_id=order_id)
             refund = Refund(
-                refund_id=refund_id, request_hash=digest, order_pk=order.id, amount=amount,
+                refund_id=refund_id, request_hash=digest.digest, order_pk=order.id, amount=amount,
                 created_at=shop.now(),
             )
             session.add(refund)

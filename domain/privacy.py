@@ -11,6 +11,7 @@ membership comes without a second sign-up bonus or welcome coupon.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -44,6 +45,9 @@ EXIT_REASONS = ("too_many_messages", "not_useful", "privacy", "moving_away", "ot
 DELETED = "deleted"
 REFERRAL = "referral"
 LEFT = "member left"
+EMPTY_PAYLOAD = "{}"
+REFERRAL_PUSH = "referral_reward"
+FRIEND = "friend"  # the friend's first name, in referral pushes written before it was left out
 
 
 def _when(shop: Shop, instant: datetime | None) -> str | None:
@@ -253,10 +257,11 @@ async def erase_member(
 ) -> bool:
     """Erase the member's personal data in one transaction: names, username, phone, birthday,
     Telegram id and card image cleared, status "deleted"; active coupons void; pending pushes
-    failed ("member left"); the exit survey's reason (one of EXIT_REASONS) saved apart, with
-    no link to the member; the keyed hash of the Telegram id remembered (``FormerAccount``) so
-    the sign-up gifts are not given twice. The ledger, lots, orders and refunds stay with the
-    anonymised row.
+    failed ("member left"); what every push to them said emptied, and the member's name taken
+    out of other members' pushes that told of them; the exit survey's reason (one of
+    EXIT_REASONS) saved apart, with no link to the member; the keyed hash of the Telegram id
+    remembered (``FormerAccount``) so the sign-up gifts are not given twice. The ledger, lots,
+    orders and refunds stay with the anonymised row.
 
     Returns False and changes nothing when the member was already erased (a double tap)."""
     if reason is not None and reason not in EXIT_REASONS:
@@ -292,6 +297,7 @@ async def erase_member(
             .values(status="failed", last_error=LEFT)
             .execution_options(synchronize_session=False)
         )
+        await _scrub_pushes(session, member.id)
         if reason is not None:
             session.add(ExitSurvey(reason=reason, created_at=_survey_time(shop)))
         if telegram_id is not None:
@@ -299,3 +305,30 @@ async def erase_member(
             if await session.get(FormerAccount, digest) is None:  # left once before already
                 session.add(FormerAccount(telegram_hash=digest))
     return True
+
+
+async def _scrub_pushes(session: AsyncSession, member_id: int) -> None:
+    """The member's pushes keep only what the shop's statistics need (kind, status, times):
+    their payloads, which named the member and told their birthday, order or coupons, are
+    emptied, sent ones too. An inviter's referral push (keyed by the friend's id, as
+    domain.referrals writes it) named the friend before payloads stopped naming other
+    members: that name goes too, the rest of the inviter's message stays."""
+    await session.execute(
+        update(Push)
+        .where(Push.member_id == member_id, Push.payload != EMPTY_PAYLOAD)
+        .values(payload=EMPTY_PAYLOAD)
+        .execution_options(synchronize_session=False)
+    )
+    told = await session.execute(
+        select(Push.id, Push.payload).where(
+            Push.kind == REFERRAL_PUSH, Push.key == f"{REFERRAL_PUSH}:{member_id}"
+        )
+    )
+    for push_id, payload in told.all():
+        fields = json.loads(payload)
+        if fields.pop(FRIEND, None) is not None:
+            await session.execute(
+                update(Push).where(Push.id == push_id)
+                .values(payload=json.dumps(fields, ensure_ascii=False, sort_keys=True))
+                .execution_options(synchronize_session=False)
+            )

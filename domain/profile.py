@@ -89,7 +89,7 @@ def check_birthday(today: date, month: int, day: int, year: int | None) -> None:
     before 1900 and a birth date in the future."""
     try:
         born = date(year if year is not None else _LEAP_YEAR, month, day)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: a crafted button's huge month
         raise InvalidBirthday(month=month, day=day, year=year) from exc
     if year is not None and (year < EARLIEST_BIRTH_YEAR or born > today):
         raise InvalidBirthday(month=month, day=day, year=year)

@@ -191,12 +191,11 @@ async def on_first_purchase(
     push_key = f"{REWARD_PUSH}:{member.id}"
     if await _handled(session, key, push_key):
         return
-    friend = member.first_name or ""
     cap = rules.points.referral_monthly_cap
     if await _rewarded_in_month(session, shop, inviter.id) >= cap:
         await outbox.enqueue(
             session, shop, member_id=inviter.id, kind=REWARD_PUSH, key=push_key,
-            payload={"friend": friend, "capped": True, "cap": cap, "points": 0, "growth": 0},
+            payload={"capped": True, "cap": cap, "points": 0, "growth": 0},
         )
         return
     earned, growth = rules.points.referral, rules.growth.referral
@@ -217,7 +216,8 @@ async def on_first_purchase(
     await outbox.enqueue(
         session, shop, member_id=inviter.id, kind=REWARD_PUSH, key=push_key,
         payload={
-            "friend": friend, "capped": False, "cap": cap, "points": earned, "growth": growth,
+            # never the friend's name: one member's push does not name another
+            "capped": False, "cap": cap, "points": earned, "growth": growth,
             "balance": int(balance or 0), "tier": outcome.after, "previous_tier": outcome.before,
             "tier_changed": outcome.changed,
         },

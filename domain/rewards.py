@@ -8,10 +8,17 @@ member's limit, not enough points, out of stock) leaves everything as it was.
 Races: the member's row is locked first, so one member's concurrent redemptions are counted
 one after the other against the limit; stock is taken by one conditional UPDATE
 (``remaining > 0``) whose row count decides; points by the ledger's conditional spend.
+
+Double taps: a confirmation screen carries a token (``confirmation_token``) keyed with the
+shop's secret and bound to the member, the reward and how many of it the member had when
+shown. A redemption from the chat is made only with the token for the count the member has
+now, so one screen redeems once, however often (or with whatever crafted data) it is pressed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import date
 
@@ -29,6 +36,8 @@ from domain.shop import Shop
 from domain.transaction import read_transaction, write_transaction
 
 LEDGER_KIND = "reward"
+CONFIRMATION_PURPOSE = "reward confirmation"
+CONFIRMATION_LENGTH = 16  # hex characters: fits a callback's 64 bytes with a 25-character key
 
 
 class RewardNotFound(DomainError):
@@ -199,15 +208,25 @@ class Redemption:
     balance: int
 
 
+def confirmation_token(shop: Shop, member_id: int, key: str, redeemed: int) -> str:
+    """The token of a confirmation screen: for this member and reward, when they had
+    ``redeemed`` of it. Keyed with the shop's secret, so nobody can make up the token of a
+    later count; a redemption with it makes the count, and so the token, stale."""
+    message = f"{member_id}:{key}:{redeemed}".encode()
+    digest = hmac.new(shop.secret_for(CONFIRMATION_PURPOSE), message, hashlib.sha256)
+    return digest.hexdigest()[:CONFIRMATION_LENGTH]
+
+
 async def redeem(
-    session: AsyncSession, shop: Shop, member_id: int, key: str, *, seen: int | None = None
+    session: AsyncSession, shop: Shop, member_id: int, key: str, *, confirmation: str | None
 ) -> Redemption:
     """Take the reward's points and issue its coupon, in one transaction. Refuses, changing
     nothing, a frozen member (MemberFrozen), a tier below the reward's (RewardTierTooLow), a
     member at the reward's limit (RewardLimitReached), a balance below the cost
-    (RewardUnaffordable) and an empty stock (RewardOutOfStock). ``seen`` is how many of this
-    reward the member had when they confirmed: a second use of the same confirmation (a
-    double tap) finds one more and is refused (RewardAlreadyRedeemed)."""
+    (RewardUnaffordable) and an empty stock (RewardOutOfStock). ``confirmation`` is the token
+    of the screen the member confirmed on (``confirmation_token``); any other value, a second
+    use of the same screen (a double tap) among them, is refused (RewardAlreadyRedeemed).
+    None only for a door without a confirmation screen: every chat press gives a token."""
     reward = find_reward(shop, key)
     source = source_of(reward.key)
 
@@ -235,12 +254,15 @@ async def redeem(
                 )
                 or 0
             )
-            if seen is not None and redeemed != seen:
-                raise RewardAlreadyRedeemed()
             _check(
                 reward, _min_tier(shop, reward), tier_ok=_tier_ok(shop, reward, member.tier),
                 redeemed=redeemed, balance=member.points_balance,
             )
+            expected = confirmation_token(shop, member_id, reward.key, redeemed)
+            if confirmation is not None and not hmac.compare_digest(
+                confirmation.encode(), expected.encode()
+            ):
+                raise RewardAlreadyRedeemed()
             await _take_one(session, reward)
             coupon = await issue_coupon(
                 session, shop, member_id, source=source, kind=reward.kind, value=reward.value,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -19,6 +21,11 @@ class Shop:
     # The key of the one-way hash kept of a Telegram id after erasure (domain.members
     # account_hash); the bot passes its MEMBER_HASH_SECRET setting.
     member_hash_secret: bytes = b""
+
+    def secret_for(self, purpose: str) -> bytes:
+        """A key for one purpose (request fingerprints, confirmation tokens), derived from the
+        shop's secret, so no two uses share a key."""
+        return hmac.new(self.member_hash_secret, purpose.encode(), hashlib.sha256).digest()
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -306,6 +306,7 @@ def _money(text: str, field: str) -> int:
 # (the chat words the same errors in each reader's language, in templates/<lang>/errors/).
 REASON_MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     Reason.LENGTH: lambda d: f"must be {d['min_length']} to {d['max_length']} characters",
+    Reason.ID_CHARACTERS: lambda d: "may use only letters, digits and . _ : -",
     Reason.NOT_MONEY: lambda d: "is not a decimal amount such as 199.00",
     Reason.NOT_POSITIVE: lambda d: "must be greater than zero",
     Reason.ABOVE_MAX: lambda d: f"above the largest order allowed ({format_money(d['limit'])})",

@@ -28,8 +28,10 @@ class RewardView(CallbackData, prefix="rwv"):
 class RewardRedeem(CallbackData, prefix="rwr"):
     key: str
     confirmed: bool
-    seen: int = -1  # redemptions of this reward the member had when confirming: a double tap
-    # on one confirmation screen carries the same number and is refused the second time
+    # The confirmation screen's token (domain.rewards.confirmation_token): a press redeems only
+    # with the token of the member's current count, so one screen redeems once, whatever is
+    # pressed or crafted; an empty or made-up token is refused.
+    token: str = ""
 
 
 class SpendCodeAsk(CallbackData, prefix="spd"):

@@ -101,8 +101,9 @@ async def redeem(
     if not callback_data.confirmed:
         await _confirm(query, callback_data.key, session, shop, texts, member, lang)
         return
-    seen = callback_data.seen if callback_data.seen >= 0 else None
-    done = await rewards.redeem(session, shop, member.id, callback_data.key, seen=seen)
+    done = await rewards.redeem(
+        session, shop, member.id, callback_data.key, confirmation=callback_data.token
+    )
     text = texts.render(
         lang, "rewards/done", done=done, worth=_worth(texts, lang, done.reward)
     )
@@ -125,7 +126,10 @@ async def _confirm(
     markup = InlineKeyboardMarkup(inline_keyboard=[
         _button(
             texts.label(lang, "rewards_confirm"),
-            RewardRedeem(key=key, confirmed=True, seen=offer.redeemed),
+            RewardRedeem(
+                key=key, confirmed=True,
+                token=rewards.confirmation_token(shop, member.id, key, offer.redeemed),
+            ),
         ),
         _button(texts.label(lang, "rewards_back"), RewardView(key=CATALOG)),
     ])

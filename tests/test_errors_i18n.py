@@ -120,6 +120,7 @@ async def test_till_api_still_answers_in_english(
 # Each refusal the domain can make on a field, with the values it carries.
 SAMPLES: list[DomainError] = [
     InvalidInput("order_id", Reason.LENGTH, min_length=1, max_length=64),
+    InvalidInput("order_id", Reason.ID_CHARACTERS, max_length=64),
     InvalidInput("amount", Reason.NOT_MONEY),
     InvalidInput("amount", Reason.NOT_POSITIVE),
     InvalidInput("amount", Reason.ABOVE_MAX, limit=10_000_000),

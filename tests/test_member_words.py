@@ -69,7 +69,7 @@ async def _busy_member(chat: Conversation, session: AsyncSession, shop: Shop, la
     await place(session, shop, orders.OrderRequest("walk-1", member.code, 2_000_000))  # Gold
     await place(session, shop, orders.OrderRequest("walk-2", member.code, 248_050))  # at ×1.5
     await place(session, shop, orders.OrderRequest("friend-9", friend, 1_000))  # referral
-    await rewards.redeem(session, shop, member.id, "five_off")
+    await rewards.redeem(session, shop, member.id, "five_off", confirmation=None)
     await orders.refund_order(session, shop, order_id="walk-2", refund_id="rf-1", amount=10_000)
     return member
 

@@ -190,7 +190,9 @@ async def test_first_purchase_rewards_inviter_once_with_a_push(
     await chat.app.sender.deliver_pending()
     to_inviter = await _texts_to(chat, INVITER)
     reward = to_inviter[-1]
-    assert "Mei" in reward and "+200" in reward and "+50 growth" in reward
+    assert "A friend you invited made their first purchase" in reward
+    assert "Mei" not in reward  # one member's message never names another
+    assert "+200" in reward and "+50 growth" in reward
     assert "Balance: <b>300</b>" in reward
 
     replay = await api.post("/api/v1/orders", json=first)
@@ -216,7 +218,7 @@ async def test_reward_push_in_chinese(
     await api.post("/api/v1/orders", json={"order_id": "Z1", "member": friend, "amount": "10.00"})
     await chat.app.sender.deliver_pending()
     reward = (await _texts_to(chat, INVITER))[-1]
-    assert "您邀请的好友美完成了首次消费" in reward
+    assert "您邀请的一位好友完成了首次消费" in reward and "美" not in reward
     assert "+200" in reward and "积分余额：<b>300</b>" in reward
 
 

@@ -113,6 +113,13 @@ def _alerts(chat: Conversation) -> list[str]:
     ]
 
 
+def _confirm(chat: Conversation, member_id: int, key: str, redeemed: int = 0) -> str:
+    """The callback data of the confirmation screen a member with ``redeemed`` of the reward
+    is shown."""
+    token = rewards.confirmation_token(chat.app.shop, member_id, key, redeemed)
+    return RewardRedeem(key=key, confirmed=True, token=token).pack()
+
+
 async def _press(chat: Conversation, data: str, user_id: int = MEMBER) -> None:
     """A press on the latest message the bot sent to ``user_id``."""
     await chat.send(chat.fake.press(user_id, data))
@@ -149,9 +156,10 @@ async def test_redeem_end_to_end_in_english(
     _button(confirm, RewardView(key="").pack())
     assert (await _kept(session, member_id)).reward_coupons == 0  # nothing before "Confirm"
 
-    confirm_data = _button(confirm, RewardRedeem(key="five_off", confirmed=True, seen=0).pack())[
-        "callback_data"
-    ]
+    token = rewards.confirmation_token(chat.app.shop, member_id, "five_off", 0)
+    confirm_data = _button(
+        confirm, RewardRedeem(key="five_off", confirmed=True, token=token).pack()
+    )["callback_data"]
     await _press(chat, confirm_data)
     done = _last_edit(chat)
     await session.rollback()
@@ -197,8 +205,10 @@ async def test_redeem_end_to_end_in_chinese(
         "text"
     ] == "用1,800积分兑换"
     await _press(chat, RewardRedeem(key="twenty_off_100", confirmed=False).pack())
-    assert "确认用 <b>1,800</b> 积分兑换" in _last_edit(chat).params["text"]
-    await _press(chat, RewardRedeem(key="twenty_off_100", confirmed=True).pack())
+    confirm = _last_edit(chat)
+    assert "确认用 <b>1,800</b> 积分兑换" in confirm.params["text"]
+    confirm_data = _confirm(chat, member_id, "twenty_off_100")
+    await _press(chat, _button(confirm, confirm_data)["callback_data"])
     done = _last_edit(chat).params["text"]
     assert "兑换成功" in done and "当前余额 <b>200</b>" in done and "2026年4月9日" in done
     kept = await _kept(session, member_id)
@@ -222,8 +232,17 @@ async def _refused(
     before = await _kept(session, member_id)
     stock = await _stock(session, key)
     edits = len(chat.fake.calls_of("editMessageText"))
-    for confirmed in (False, True):
-        await _press(chat, RewardRedeem(key=key, confirmed=confirmed).pack())
+    redeemed = int(
+        await session.scalar(
+            select(func.count(Coupon.id)).where(
+                Coupon.member_id == member_id, Coupon.source == f"reward:{key}"
+            )
+        )
+        or 0
+    )
+    preview = RewardRedeem(key=key, confirmed=False).pack()
+    for data in (preview, _confirm(chat, member_id, key, redeemed)):
+        await _press(chat, data)
         assert expected in _alerts(chat)[-1]
     assert len(chat.fake.calls_of("editMessageText")) == edits
     assert await _kept(session, member_id) == before
@@ -258,7 +277,7 @@ async def test_over_the_limit_takes_nothing(
     member_id = await _register(chat, session)
     await _give_points(session, shop, member_id, 9000)
     await _set_member(session, member_id, tier="silver")
-    await _press(chat, RewardRedeem(key="counter_gift", confirmed=True).pack())
+    await _press(chat, _confirm(chat, member_id, "counter_gift"))
     assert (await _kept(session, member_id)).reward_coupons == 1
     await _refused(chat, session, member_id, "counter_gift", "the most allowed per member")
 
@@ -304,8 +323,10 @@ async def test_last_item_raced_by_several_members(
         await _give_points(session, shop, member_id, 1000)
     await _set_stock(session, "five_off", 1)
 
-    confirm = RewardRedeem(key="five_off", confirmed=True).pack()
-    await asyncio.gather(*(_press(chat, confirm, user_id=u) for u in users))
+    await asyncio.gather(
+        *(_press(chat, _confirm(chat, m, "five_off"), user_id=u)
+          for u, m in zip(users, member_ids, strict=True))
+    )
 
     kept = [await _kept(session, m) for m in member_ids]
     assert sorted(k.reward_coupons for k in kept) == [0, 0, 0, 0, 1]
@@ -316,17 +337,41 @@ async def test_last_item_raced_by_several_members(
 
 
 async def test_member_limit_raced_by_one_member(
-    chat: Conversation, session: AsyncSession, shop: Shop
+    session_factory: Any, chat: Conversation, session: AsyncSession, shop: Shop
 ) -> None:
+    """Four redemptions of one member at once, each in its own session (a door without a
+    confirmation screen; in the chat one screen redeems once, see tests/test_guards.py)."""
     member_id = await _register(chat, session)
     await _give_points(session, shop, member_id, 10_000)  # free_item: 1,500 each, at most 2
-    confirm = RewardRedeem(key="free_item", confirmed=True).pack()
-    await asyncio.gather(*(_press(chat, confirm) for _ in range(4)))
 
+    async def one() -> str:
+        async with session_factory() as own:
+            try:
+                await rewards.redeem(own, shop, member_id, "free_item", confirmation=None)
+            except rewards.RewardLimitReached:
+                return "limit"
+            return "redeemed"
+
+    outcomes = await asyncio.gather(*(one() for _ in range(4)))
+    assert sorted(outcomes) == ["limit", "limit", "redeemed", "redeemed"]
     kept = await _kept(session, member_id)
     assert kept.reward_coupons == 2 and kept.balance == 10_100 - 2 * 1500
     assert await _stock(session, "free_item") == 298
-    assert sum("the most allowed per member" in a for a in _alerts(chat)) == 2
+
+
+async def test_confirmations_in_turn_redeem_up_to_the_limit(
+    chat: Conversation, session: AsyncSession, shop: Shop
+) -> None:
+    """Each confirmation screen redeems once; a fresh screen after a redemption redeems again,
+    up to the member's limit."""
+    member_id = await _register(chat, session)
+    await _give_points(session, shop, member_id, 10_000)  # free_item: 1,500 each, at most 2
+    for _ in range(2):
+        await _press(chat, RewardRedeem(key="free_item", confirmed=False).pack())
+        confirm = _last_edit(chat)
+        await _press(chat, _buttons(confirm)[0]["callback_data"])
+    assert (await _kept(session, member_id)).reward_coupons == 2
+    await _refused(chat, session, member_id, "free_item", "the most allowed per member")
 
 
 async def test_first_redemptions_seed_the_stock_once(
@@ -339,7 +384,7 @@ async def test_first_redemptions_seed_the_stock_once(
 
     async def one(member_id: int) -> rewards.Redemption:
         async with session_factory() as own:
-            return await rewards.redeem(own, shop, member_id, "five_off")
+            return await rewards.redeem(own, shop, member_id, "five_off", confirmation=None)
 
     done = await asyncio.gather(*(one(m) for m in member_ids))
     assert len({d.code for d in done}) == 3 and {d.balance for d in done} == {600}

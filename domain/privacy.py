@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.members import account_hash
@@ -33,6 +33,7 @@ from domain.models import (
     PointsLot,
     Push,
     Refund,
+    SpendCode,
     TierChange,
 )
 from domain.money import format_money
@@ -279,6 +280,7 @@ async def erase_member(
                 birthday_month=None, birthday_day=None, birthday_year=None,
                 birthday_gift_from=None, birthday_set_at=None, card_file_id=None,
                 frozen_reason=None, marketing_opt_in=False, reachable=False,
+                referral_token=None,  # shared links stop pointing at anyone
                 status=DELETED, deleted_at=now,
             )
             .execution_options(synchronize_session="fetch")
@@ -296,6 +298,10 @@ async def erase_member(
             .where(Push.member_id == member.id, Push.status == "pending")
             .values(status="failed", last_error=LEFT)
             .execution_options(synchronize_session=False)
+        )
+        # Spend codes not used yet can never be used now; used ones stay with their orders.
+        await session.execute(
+            delete(SpendCode).where(SpendCode.member_id == member.id, SpendCode.used_at.is_(None))
         )
         await _scrub_pushes(session, member.id)
         if reason is not None:

@@ -10,15 +10,17 @@ from datetime import date
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.models import Member, Order, Push, Refund
+from domain.models import Member, Order, Push, Refund, SpendCode
 from domain.privacy import erase_member
 from domain.schedule import run_job
+from domain.shop import Shop
 from domain.transaction import write_transaction
 from tests.conftest import STAFF_ID, Conversation
 from tests.fake_telegram import message_update
+from tests.spend import spend_code
 
 USER = 4242
 INVITER = 5151
@@ -205,3 +207,27 @@ async def test_a_retry_of_an_order_stored_before_the_keys_is_still_a_replay(
     assert replay.status_code == 201 and replay.headers.get("Idempotent-Replayed") == "true"
     other = await api.post("/api/v1/orders", json={**order, "amount": "99.00"})
     assert other.status_code == 409
+
+
+async def test_erasure_ends_spend_codes_and_the_referral_link(
+    chat: Conversation, session: AsyncSession, shop: Shop, api: httpx.AsyncClient
+) -> None:
+    await chat.send(message_update(USER, "/start", first_name="Lin"))
+    member = await _member(session, USER)
+    await chat.send(message_update(USER, "/invite"))
+    token = (await _member(session, USER)).referral_token
+    assert token is not None
+    code = await spend_code(session, shop, member.code)
+
+    await _delete_through_the_chat(chat, USER)
+
+    await session.rollback()
+    left = await session.scalar(select(func.count(SpendCode.id)).where(SpendCode.member_id == member.id))
+    assert left == 0
+    assert (await session.get(Member, member.id, populate_existing=True)).referral_token is None  # type: ignore[union-attr]
+    refused = await api.post("/api/v1/orders", json={"order_id": "E-1", "member": code, "amount": "10.00"})
+    assert refused.status_code == 404
+    # A friend following the old link joins, but nobody is credited with inviting them.
+    await chat.send(message_update(INVITER, f"/start ref_{token}", first_name="Friend"))
+    friend = await _member(session, INVITER)
+    assert friend.referrer_id is None

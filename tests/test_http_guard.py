@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bot.app import App
-from bot.guard import HttpLimits, json_depth
+from bot.guard import HttpLimits, TillGuard, json_depth
 from bot.http import EmbeddedServer, create_http_app, server_config
 from tests.conftest import POS_TOKEN
 
@@ -157,3 +157,44 @@ async def test_public_docs_need_no_token(server: str) -> None:
     async with httpx.AsyncClient(base_url=f"http://{server}") as client:
         response = await client.get("/api/v1/openapi.json")
     assert response.status_code == 200 and "paths" in response.json()
+
+
+async def test_tills_hold_at_most_their_share_of_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Till requests beyond their share queue (then get 503), so a till flood never takes the
+    connections members' chats need."""
+    import bot.guard
+
+    monkeypatch.setattr(bot.guard, "SLOT_WAIT_SECONDS", 0.3)
+    inside = 0
+    most = 0
+    release = asyncio.Event()
+
+    async def slow_app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        await release.wait()
+        inside -= 1
+        await send({"type": "http.response.start", "status": 201, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"{}"})  # type: ignore[operator]
+
+    guard = TillGuard(slow_app, token=POS_TOKEN, slots=2)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=guard)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://till") as client:
+        headers = {"Authorization": f"Bearer {POS_TOKEN}"}
+        calls = [asyncio.create_task(client.post("/api/v1/orders", json={}, headers=headers))
+                 for _ in range(3)]
+        await asyncio.sleep(0.6)  # the third waited out its turn
+        assert most == 2
+        release.set()
+        answers = sorted(r.status_code for r in await asyncio.gather(*calls))
+    assert answers == [201, 201, 503]
+
+
+def test_the_members_share_is_kept_out_of_the_pool(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from bot.http import _till_share
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    assert _till_share(engine, 5) == 10  # the default pool: 5 + 10 connections, 5 for members

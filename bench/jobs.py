@@ -13,7 +13,8 @@ For each day a database of N members with histories is generated relative to tha
   the time a shop's till waited for the database while the jobs ran;
 * **again**: the same day run a second time must write nothing.
 
-The typical day is a mid-month day; the worst day is the 1st of a month, when the lots of
+The typical day is a mid-month day with no reminder due (7 or 30 days before a month end)
+and nothing to expire; the worst day is the 1st of a month, when the lots of
 the month before all expire at once. The growth figure runs the worst day at one tenth of
 the members as well and divides the times (linear is 10x).
 
@@ -52,7 +53,7 @@ from domain.program import load_program
 from domain.schedule import JOBS, run_job
 from domain.shop import Shop
 
-TYPICAL_DAY = date(2026, 3, 24)
+TYPICAL_DAY = date(2026, 3, 17)  # no month end 7 or 30 days ahead, nothing due to expire
 WORST_DAY = date(2026, 4, 1)  # lots that expired on 31 March all go today
 DAILY = [name for name, job in JOBS.items() if job.every == "day"]
 TZ = ZoneInfo("Asia/Shanghai")

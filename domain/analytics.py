@@ -133,7 +133,7 @@ def local_midnight(shop: Shop, day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=shop.tz).astimezone(UTC)
 
 
-def _at(instant: datetime) -> ColumnElement[datetime]:
+def utc(instant: datetime) -> ColumnElement[datetime]:
     """A UTC instant as a bound parameter of the UTC column type (naive UTC on every dialect)."""
     return literal(instant, UTCDateTime())
 
@@ -314,7 +314,7 @@ async def _member_pass(
     """One pass over the members, each joined with the aggregate of their orders (up to the
     period's end) and of their check-ins in the period."""
     rules = shop.program.lifecycle
-    in_period = and_(Order.occurred_at >= _at(start), Order.occurred_at < _at(end))
+    in_period = and_(Order.occurred_at >= utc(start), Order.occurred_at < utc(end))
     orders = (
         select(
             Order.member_id.label("member_id"),
@@ -323,10 +323,10 @@ async def _member_pass(
             func.sum(case((in_period, Order.coupon_discount), else_=0)).label("coupon"),
             func.sum(case((in_period, Order.offset), else_=0)).label("offset"),
             func.sum(case((in_period, Order.paid), else_=0)).label("paid"),
-            func.max(case((Order.occurred_at < _at(start), Order.occurred_at))).label("before"),
+            func.max(case((Order.occurred_at < utc(start), Order.occurred_at))).label("before"),
             func.max(Order.occurred_at).label("last"),
         )
-        .where(Order.occurred_at < _at(end))
+        .where(Order.occurred_at < utc(end))
         .group_by(Order.member_id)
         .subquery()
     )
@@ -342,13 +342,13 @@ async def _member_pass(
     )
     before = func.coalesce(orders.c.before, Member.created_at)
     latest = func.coalesce(orders.c.last, Member.created_at)
-    dormant_cut = _at(start - timedelta(days=rules.dormant_days))
-    churn_cut = _at(start - timedelta(days=rules.churned_days))
-    existed = Member.created_at < _at(start)
+    dormant_cut = utc(start - timedelta(days=rules.dormant_days))
+    churn_cut = utc(start - timedelta(days=rules.churned_days))
+    existed = Member.created_at < utc(start)
     lapsed = and_(existed, before < dormant_cut)
     churned_at_start = and_(existed, before < churn_cut)
     churned_now = and_(
-        latest >= churn_cut, latest < _at(end - timedelta(days=rules.churned_days))
+        latest >= churn_cut, latest < utc(end - timedelta(days=rules.churned_days))
     )
     bought = func.coalesce(orders.c.n, 0) > 0
     streak = func.coalesce(checkins.c.streak, 0)
@@ -363,7 +363,7 @@ async def _member_pass(
         select(
             Member.tier, Member.stage, Member.status,
             func.count(),
-            count_if(Member.created_at >= _at(start)),
+            count_if(Member.created_at >= utc(start)),
             count_if(and_(Member.stage_since >= period.first, Member.stage_since <= period.last)),
             total(orders.c.n), total(orders.c.amount), total(orders.c.coupon),
             total(orders.c.offset), total(orders.c.paid),
@@ -381,7 +381,7 @@ async def _member_pass(
         .select_from(Member)
         .outerjoin(orders, orders.c.member_id == Member.id)
         .outerjoin(checkins, checkins.c.member_id == Member.id)
-        .where(Member.created_at < _at(end))
+        .where(Member.created_at < utc(end))
         .group_by(Member.tier, Member.stage, Member.status)
     )
     found = _MemberPass()
@@ -445,7 +445,7 @@ async def growth_thresholds(session: AsyncSession, shop: Shop, members: int) -> 
     behaviour = func.sum(case((GrowthEntry.source == BEHAVIOUR, GrowthEntry.amount), else_=0))
     per_member = (
         select(purchase.label("p"), behaviour.label("b"))
-        .where(GrowthEntry.occurred_at > _at(begin), GrowthEntry.occurred_at <= _at(end))
+        .where(GrowthEntry.occurred_at > utc(begin), GrowthEntry.occurred_at <= utc(end))
         .group_by(GrowthEntry.member_id)
         .subquery()
     )
@@ -473,7 +473,7 @@ async def _ledger(
     losses = func.sum(case((LedgerEntry.amount < 0, LedgerEntry.amount), else_=0))
     rows = await session.execute(
         select(LedgerEntry.kind, gains, losses)
-        .where(LedgerEntry.created_at >= _at(start), LedgerEntry.created_at < _at(end))
+        .where(LedgerEntry.created_at >= utc(start), LedgerEntry.created_at < utc(end))
         .group_by(LedgerEntry.kind)
     )
     found: dict[tuple[str, bool], int] = {}
@@ -517,7 +517,7 @@ async def _benefits(
 ) -> tuple[list[BenefitFigures], int]:
     """Per coupon source: granted in the period, used (by now), converted, cost; and the
     reward-mall items valued at their points."""
-    granted_in = and_(Coupon.created_at >= _at(start), Coupon.created_at < _at(end))
+    granted_in = and_(Coupon.created_at >= utc(start), Coupon.created_at < utc(end))
     rows = (
         await session.execute(
             select(
@@ -563,7 +563,7 @@ async def _benefits(
             await session.execute(
                 select(Coupon.source, func.sum(Order.coupon_discount))
                 .join(Coupon, Coupon.id == Order.coupon_id)
-                .where(Order.occurred_at >= _at(start), Order.occurred_at < _at(end))
+                .where(Order.occurred_at >= utc(start), Order.occurred_at < utc(end))
                 .group_by(Coupon.source)
             )
         ).all()
@@ -595,7 +595,7 @@ async def _pushes(
                   for s in ("sent", "pending", "skipped", "failed")),
                 func.sum(case((blocked, 1), else_=0)),
             )
-            .where(Push.created_at >= _at(start), Push.created_at < _at(end))
+            .where(Push.created_at >= utc(start), Push.created_at < utc(end))
             .group_by(Push.kind)
             .order_by(Push.kind)
         )
@@ -607,7 +607,7 @@ async def _pushes(
                 select(Coupon.source, func.count())
                 .where(
                     Coupon.source.in_(sources), Coupon.status == "used",
-                    Coupon.created_at >= _at(start), Coupon.created_at < _at(end),
+                    Coupon.created_at >= utc(start), Coupon.created_at < utc(end),
                 )
                 .group_by(Coupon.source)
             )
@@ -638,7 +638,7 @@ async def build_report(session: AsyncSession, shop: Shop, period: Period) -> Rep
     refunds = int(
         await session.scalar(
             select(func.coalesce(func.sum(Refund.amount), 0)).where(
-                Refund.created_at >= _at(start), Refund.created_at < _at(end)
+                Refund.created_at >= utc(start), Refund.created_at < utc(end)
             )
         )
         or 0
@@ -661,7 +661,7 @@ async def build_report(session: AsyncSession, shop: Shop, period: Period) -> Rep
             await session.execute(
                 select(BehaviourEvent.kind, func.count())
                 .where(
-                    BehaviourEvent.created_at >= _at(start), BehaviourEvent.created_at < _at(end)
+                    BehaviourEvent.created_at >= utc(start), BehaviourEvent.created_at < utc(end)
                 )
                 .group_by(BehaviourEvent.kind)
             )
@@ -671,7 +671,7 @@ async def build_report(session: AsyncSession, shop: Shop, period: Period) -> Rep
         await session.execute(
             select(func.count(), func.count(func.distinct(Member.referrer_id))).where(
                 Member.referrer_id.is_not(None),
-                Member.created_at >= _at(start), Member.created_at < _at(end),
+                Member.created_at >= utc(start), Member.created_at < utc(end),
             )
         )
     ).one()
@@ -679,7 +679,7 @@ async def build_report(session: AsyncSession, shop: Shop, period: Period) -> Rep
         await session.scalar(
             select(func.count()).where(
                 Member.referrer_id.is_not(None),
-                Member.first_purchase_at >= _at(start), Member.first_purchase_at < _at(end),
+                Member.first_purchase_at >= utc(start), Member.first_purchase_at < utc(end),
             )
         )
         or 0
@@ -763,7 +763,7 @@ async def monthly_history(session: AsyncSession, shop: Shop, period: Period) -> 
     bounds = [m.bounds(shop) for m in months]
 
     def within(column: Any, start: datetime, end: datetime) -> ColumnElement[bool]:
-        return and_(column >= _at(start), column < _at(end))
+        return and_(column >= utc(start), column < utc(end))
 
     start, end = period.bounds(shop)
     order_columns = []
@@ -848,12 +848,12 @@ async def _reward_items_by_month(
     rows = (
         await session.execute(
             select(Coupon.source, *(
-                func.sum(case((and_(Coupon.created_at >= _at(s), Coupon.created_at < _at(e)), 1),
+                func.sum(case((and_(Coupon.created_at >= utc(s), Coupon.created_at < utc(e)), 1),
                               else_=0))
                 for s, e in bounds
             ))
-            .where(Coupon.source.in_(list(items)), Coupon.created_at >= _at(start),
-                   Coupon.created_at < _at(end))
+            .where(Coupon.source.in_(list(items)), Coupon.created_at >= utc(start),
+                   Coupon.created_at < utc(end))
             .group_by(Coupon.source)
         )
     ).all()

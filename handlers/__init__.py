@@ -21,6 +21,7 @@ from handlers import (
     rewards,
     staff,
     start,
+    stats,
 )
 
 
@@ -34,6 +35,7 @@ def build_router() -> Router:
         chat_member.build_router(),
         start.build_router(),
         staff.build_router(),
+        stats.build_router(),
         card.build_router(),
         checkin.build_router(),
         points.build_router(),

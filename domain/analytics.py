@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import calendar
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -629,12 +630,22 @@ async def _pushes(
     return figures
 
 
-async def build_report(session: AsyncSession, shop: Shop, period: Period) -> Report:
-    """Every figure of the period, in one read (the caller ends the transaction)."""
+REPORT_STEPS = 8  # calls of ``progress`` while a report is built
+
+
+async def build_report(
+    session: AsyncSession, shop: Shop, period: Period,
+    progress: Callable[[], object] | None = None,
+) -> Report:
+    """Every figure of the period, in one read (the caller ends the transaction).
+    ``progress`` is called after each of REPORT_STEPS steps (a command line's progress bar)."""
+    step = progress or (lambda: None)
     start, end = period.bounds(shop)
     program = shop.program
     found = await _member_pass(session, shop, period, start, end)
+    step()
     suggested = await growth_thresholds(session, shop, found.total)
+    step()
     refunds = int(
         await session.scalar(
             select(func.coalesce(func.sum(Refund.amount), 0)).where(
@@ -643,7 +654,9 @@ async def build_report(session: AsyncSession, shop: Shop, period: Period) -> Rep
         )
         or 0
     )
+    step()
     ledger = await _ledger(session, start, end)
+    step()
     today = shop.today()
     expiring = int(
         await session.scalar(
@@ -655,7 +668,9 @@ async def build_report(session: AsyncSession, shop: Shop, period: Period) -> Rep
         )
         or 0
     )
+    step()
     benefits, items = await _benefits(session, shop, start, end)
+    step()
     behaviour = dict(
         (
             await session.execute(
@@ -684,7 +699,9 @@ async def build_report(session: AsyncSession, shop: Shop, period: Period) -> Rep
         )
         or 0
     )
+    step()
     pushes = await _pushes(session, start, end)
+    step()
 
     revenue = found.gross - refunds
     total = found.total

@@ -33,9 +33,10 @@ def build_router() -> Router:
         errors.build_router(),
         group.build_router(),
         chat_member.build_router(),
+        # Before start: admins need not be members to press the /stats buttons.
+        stats.build_router(),
         start.build_router(),
         staff.build_router(),
-        stats.build_router(),
         card.build_router(),
         checkin.build_router(),
         points.build_router(),

@@ -34,7 +34,7 @@ def characters() -> set[str]:
     for path in [*(ROOT / "templates" / "zh").rglob("*"), ROOT / "bot" / "default_program.toml"]:
         if path.is_file():
             chars |= set(path.read_text(encoding="utf-8"))
-    return {c for c in chars if c.isprintable() and not c.isspace() or c == " "}
+    return {c for c in chars if (c.isprintable() and not c.isspace()) or c == " "}
 
 
 def main() -> None:

@@ -327,7 +327,12 @@ async def _member_pass(
             func.max(case((Order.occurred_at < utc(start), Order.occurred_at))).label("before"),
             func.max(Order.occurred_at).label("last"),
         )
-        .where(Order.occurred_at < utc(end))
+        # Orders older than the churn window decide nothing that the join date does not:
+        # a member without an order since then was already churned (or lapsed) at the start.
+        .where(
+            Order.occurred_at >= utc(start - timedelta(days=rules.churned_days)),
+            Order.occurred_at < utc(end),
+        )
         .group_by(Order.member_id)
         .subquery()
     )

@@ -4,7 +4,9 @@ The schema comes from the project's migrations; rows are written with sqlite3 ex
 (the ORM would take far longer for millions of rows). Histories hold together like the real
 thing: every member's points balance equals the sum of their ledger and of their lots' remains;
 tiers follow the 1:10 ladder (1000:100:10:1); purchases, birthdays, expiry dates and coupons
-spread over the last three years so that every daily job finds members on its day.
+spread over the last three years so that every daily job finds members on its day. Each
+purchase lot comes with its order (amount, offset, paid, points earned) dated like it, so
+orders and the ledger spread over the last 13 months (bench/analytics.py reports on them).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.db import migrate  # noqa: E402
-from domain.member_code import check_character  # noqa: E402
+from bot.db import migrate
+from domain.member_code import check_character
 
 TIERS = [("member", 0), ("silver", 5000), ("gold", 20000), ("black_gold", 50000)]
 TIER_WEIGHTS = [1000, 100, 10, 1]
@@ -51,10 +53,11 @@ def generate(path: Path, members: int, today: date, seed: int = 7) -> dict[str, 
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")
     now = datetime.combine(today, datetime.min.time(), tzinfo=UTC).replace(tzinfo=None)
-    counts = {"members": 0, "ledger": 0, "lots": 0, "growth": 0, "coupons": 0}
+    counts = {"members": 0, "ledger": 0, "lots": 0, "growth": 0, "coupons": 0, "orders": 0}
     batch = 20_000
     member_rows, ledger_rows, lot_rows, growth_rows, coupon_rows = [], [], [], [], []
-    entry_id = lot_id = coupon_id = 0
+    order_rows: list[tuple[object, ...]] = []
+    entry_id = lot_id = coupon_id = order_id = 0
 
     def flush() -> None:
         db.executemany(
@@ -84,8 +87,17 @@ def generate(path: Path, members: int, today: date, seed: int = 7) -> dict[str, 
             "valid_until, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,'active',?)",
             coupon_rows,
         )
+        db.executemany(
+            "INSERT INTO orders (id, order_id, request_hash, member_id, amount, coupon_discount, "
+            "points_redeemed, offset, paid, points_earned, growth_earned, earn_entry_id, "
+            "refunded, points_taken_back, points_returned, growth_taken_back, cash_returned, "
+            "occurred_at, created_at, response) "
+            "VALUES (?,?,'',?,?,0,?,?,?,?,?,?,0,0,0,0,0,?,?,'')",
+            order_rows,
+        )
         for name, rows in (("members", member_rows), ("ledger", ledger_rows), ("lots", lot_rows),
-                           ("growth", growth_rows), ("coupons", coupon_rows)):
+                           ("growth", growth_rows), ("coupons", coupon_rows),
+                           ("orders", order_rows)):
             counts[name] += len(rows)
             rows.clear()
         db.commit()
@@ -111,6 +123,15 @@ def generate(path: Path, members: int, today: date, seed: int = 7) -> dict[str, 
             balance += amount
             ledger_rows.append((entry_id, member_id, "purchase", amount, balance, "order", None,
                                 f"gen:{entry_id}", f"{earned} 12:00:00"))
+            # The order the points came from (1 point per 1.00 paid), with the offset of what
+            # was spent of the lot, dated like it.
+            order_id += 1
+            offset = amount - remaining
+            order_rows.append((
+                order_id, f"G{order_id}", member_id, amount * 100 + offset, offset,
+                offset, amount * 100, amount, amount, entry_id, f"{earned} 12:00:00",
+                f"{earned} 12:00:00",
+            ))
             lot_rows.append((lot_id, member_id, entry_id, earned.isoformat(), expires.isoformat(),
                              amount, remaining))
             if remaining < amount:

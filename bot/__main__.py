@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         help="print how many members it would reach and sample messages; change nothing",
     )
     run_one.add_argument("--date", help="the local date to run it for (YYYY-MM-DD); default today")
+    from bot.report_cli import add_arguments  # tqdm only; matplotlib is not imported
+
+    add_arguments(commands.add_parser(
+        "report", help="the shop's figures for a month or period (text, JSON or CSV)"
+    ))
     return parser
 
 
@@ -61,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
             migrate(settings.database_url)
             return asyncio.run(jobs_command(settings, program, args))
+        if args.command == "report":
+            from bot.report_cli import report_command
+
+            migrate(settings.database_url)
+            return asyncio.run(report_command(settings, program, args))
         settings.require_bot_token()
     except (SettingsError, ProgramError, TemplatesMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.admin_notices import AdminNotifier
 from bot.db import create_engine, create_session_factory
 from bot.http import EmbeddedServer, create_http_app, server_config
 from bot.logs import UpdateLog
@@ -57,6 +58,7 @@ class App:
     scheduler: AsyncIOScheduler
     in_flight: InFlight
     sender: OutboxSender
+    notifier: AdminNotifier
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def close(self) -> None:
@@ -105,7 +107,8 @@ def create_app(
     dispatcher.include_router(router)
     dispatcher.startup.register(_on_startup)
     scheduler = AsyncIOScheduler(timezone=settings.tz)
-    schedule_jobs(scheduler, session_factory, shop, outbox_signal)
+    notifier = AdminNotifier(bot, texts, settings.admin_ids, session_factory)
+    schedule_jobs(scheduler, session_factory, shop, outbox_signal, notifier)
     http = create_http_app(
         engine, session_factory=session_factory, shop=shop,
         pos_token=settings.pos_api_token.get_secret_value() if settings.pos_api_token else None,
@@ -117,7 +120,7 @@ def create_app(
     return App(
         settings=settings, shop=shop, engine=engine, session_factory=session_factory,
         texts=texts, bot=bot, dispatcher=dispatcher, http=http, scheduler=scheduler,
-        in_flight=in_flight, sender=sender,
+        in_flight=in_flight, sender=sender, notifier=notifier,
     )
 
 
@@ -178,7 +181,8 @@ async def run(app: App) -> None:
     log.info("connected to Telegram as @%s", me.username)
     app.scheduler.start()
     catching_up = asyncio.create_task(
-        catch_up(app.session_factory, app.shop, app.sender.signal), name="catch-up"
+        catch_up(app.session_factory, app.shop, app.sender.signal, app.notifier),
+        name="catch-up",
     )
     polling = asyncio.create_task(
         app.dispatcher.start_polling(

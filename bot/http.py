@@ -18,7 +18,7 @@ from bot.logs import RequestLog
 from bot.settings import DEFAULT_PROGRAM_FILE
 from domain.program import load_program
 from domain.shop import Shop
-from handlers import api
+from handlers import api, reports_api
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def create_http_app(
     app.state.pos_token = pos_token
     app.state.outbox_ready = outbox_ready
     api.install(app, shop.program if shop is not None else load_program(DEFAULT_PROGRAM_FILE))
+    app.include_router(reports_api.build_router())
     # Added last is outermost: the log sees every answer, the guard's refusals included.
     app.add_middleware(
         TillGuard, token=pos_token, limits=limits, slots=_till_share(engine, limits.member_share)

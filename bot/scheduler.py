@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import calendar
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, time, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.jobs import Job, JobReport, last_occasion, record_run
+from domain.jobs import AdminNotice, Job, JobReport, last_occasion, record_run
 from domain.schedule import JOBS, MEMBER_DAY
 from domain.shop import Shop
 from handlers.outbox_signal import OutboxSignal
 
 log = logging.getLogger(__name__)
 MISFIRE_GRACE_SECONDS = 6 * 3600
+# Delivers the notices a job has for admins (bot/admin_notices.py).
+Notify = Callable[[list[AdminNotice]], Awaitable[object]]
 
 
 def job_day(job: Job, shop: Shop) -> int:
@@ -68,6 +71,7 @@ async def run_scheduled(
     shop: Shop,
     outbox_signal: OutboxSignal,
     today: date | None = None,
+    notify: Notify | None = None,
 ) -> JobReport | None:
     """Run job ``name`` for its occasion unless that occasion already ran (a plain function:
     what APScheduler calls, and what start-up catch-up calls)."""
@@ -85,11 +89,14 @@ async def run_scheduled(
     log.info("%s", report.summary())
     if report.written:
         outbox_signal.wake()
+    if report.notices and notify is not None:
+        await notify(report.notices)
     return report
 
 
 async def catch_up(
-    session_factory: async_sessionmaker[AsyncSession], shop: Shop, outbox_signal: OutboxSignal
+    session_factory: async_sessionmaker[AsyncSession], shop: Shop, outbox_signal: OutboxSignal,
+    notify: Notify | None = None,
 ) -> list[str]:
     """Run once each job whose latest occasion passed without a run while the bot was down.
     A job never run before starts from now: monthly and yearly jobs wait for their next date
@@ -108,7 +115,9 @@ async def catch_up(
                 await record_run(session, shop, job, occasion, finished=baseline)
                 continue
         if previous != job.occasion(due):
-            await run_scheduled(job.name, session_factory, shop, outbox_signal, today=due)
+            await run_scheduled(
+                job.name, session_factory, shop, outbox_signal, today=due, notify=notify
+            )
             ran.append(job.name)
     return ran
 
@@ -118,12 +127,13 @@ def schedule_jobs(
     session_factory: async_sessionmaker[AsyncSession],
     shop: Shop,
     outbox_signal: OutboxSignal,
+    notify: Notify | None = None,
 ) -> None:
     for job in JOBS.values():
         scheduler.add_job(
             run_scheduled,
             trigger_for(job, shop),
-            args=[job.name, session_factory, shop, outbox_signal],
+            args=[job.name, session_factory, shop, outbox_signal, None, notify],
             id=job.name,
             name=job.description,
             misfire_grace_time=MISFIRE_GRACE_SECONDS,

@@ -41,6 +41,16 @@ class PlannedPush:
     coupon_template: str | None = None  # a coupon from the program's templates, granted with it
 
 
+@dataclass(frozen=True)
+class AdminNotice:
+    """A message for every admin (who may not be a member, so it has no outbox row): the
+    template under stats/ and what it shows. The bot sends it after the job's run; job_runs
+    makes the run, and so the notice, once per occasion."""
+
+    template: str  # "monthly_report" | "red_line_alert"
+    report: Any  # domain.analytics.Report
+
+
 @dataclass
 class JobReport:
     name: str
@@ -50,12 +60,14 @@ class JobReport:
     written: int = 0  # pushes written now (0 in a dry run)
     changed: int = 0  # other rows changed (stages, expired lots, coupons, tiers)
     samples: list[PlannedPush] = field(default_factory=list)
+    notices: list[AdminNotice] = field(default_factory=list)
 
     def summary(self) -> str:
         verb = "would reach" if self.dry_run else "reached"
+        notices = f"; {len(self.notices)} notice(s) for admins" if self.notices else ""
         return (
             f"{self.name} [{self.occasion}]: {verb} {self.members} member(s); "
-            f"{self.written} push(es) written; {self.changed} other change(s)"
+            f"{self.written} push(es) written; {self.changed} other change(s){notices}"
         )
 
 

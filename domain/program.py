@@ -168,7 +168,9 @@ class LifecycleRules(_Strict):
 
 
 class BenefitRules(_Strict):
-    cost_red_line_percent: int = Field(ge=0, le=100)
+    # Benefit cost (coupons, points offsets, reward items, tier discounts) as a share of
+    # revenue that the shop watches; admins are alerted the day the month crosses it.
+    cost_red_line_percent: int = Field(default=8, ge=0, le=100)
 
 
 class Program(_Strict):
@@ -182,7 +184,7 @@ class Program(_Strict):
     coupons: CouponRules
     rewards: list[Reward]
     lifecycle: LifecycleRules
-    benefits: BenefitRules
+    benefits: BenefitRules = BenefitRules()
 
     @model_validator(mode="after")
     def _consistent(self) -> Program:

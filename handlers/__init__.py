@@ -21,6 +21,7 @@ from handlers import (
     rewards,
     staff,
     start,
+    stats,
 )
 
 
@@ -32,6 +33,8 @@ def build_router() -> Router:
         errors.build_router(),
         group.build_router(),
         chat_member.build_router(),
+        # Before start: admins need not be members to press the /stats buttons.
+        stats.build_router(),
         start.build_router(),
         staff.build_router(),
         card.build_router(),

@@ -68,3 +68,10 @@ class BirthdayPick(CallbackData, prefix="bday"):
 class DeleteStep(CallbackData, prefix="del"):
     step: str  # "confirm" | "cancel" | "reason"
     reason: str = ""
+
+
+class StatsView(CallbackData, prefix="st"):
+    """A section or chart of /stats for a period; every press re-checks the admin."""
+
+    view: str  # "summary" | a section ("members", ...) | a chart ("chart_pyramid", ...)
+    period: str  # "this" | "last" | "3m" | "12m"

@@ -72,3 +72,14 @@ def within_the_offset_cap(context: Any, body: Any) -> bool:
     except ValueError:
         return True
     return points <= minor // 2
+
+
+@schemathesis.hook
+def filter_query(context: Any, query: Any) -> bool:
+    """The reports summary refuses `to` before `from` (a rule between two parameters)."""
+    if not isinstance(query, dict):
+        return True
+    first, last = query.get("from"), query.get("to")
+    if not (isinstance(first, str) and isinstance(last, str)):
+        return True
+    return not (len(first) == len(last) == 10 and last < first)

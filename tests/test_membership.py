@@ -101,6 +101,7 @@ async def test_staff_commands_make_no_member(chat: Conversation, session: AsyncS
 def test_every_staff_command_is_known_to_the_registration() -> None:
     assert staff_commands(build_router()) == {
         "sale", "refund", "freeze", "unfreeze", "callbacks", "setbirthday",
+        "stats", "export",  # admins' (handlers/stats.py)
     }
 
 

@@ -1,0 +1,93 @@
+"""The monthly report on a large shop: bench/generate.py's members (1,000,000 by default)
+with orders and ledger over 13 months, reported for the last complete month through
+domain.analytics.build_report, against one plain scan of the ledger in the same run.
+
+Goals: under 10 s, under 5x the plain scan, peak RSS under 300 MB. The data set is generated
+in a child process (its memory is not this one's) and kept for the next run.
+
+    python bench/analytics.py [--members 1000000] [--db /tmp/companion-bench-1000000.db]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import text
+
+from bot.db import create_engine, create_session_factory
+from bot.settings import DEFAULT_PROGRAM_FILE
+from domain.analytics import Period, build_report
+from domain.clock import FixedClock
+from domain.program import load_program
+from domain.shop import Shop
+
+TODAY = "2026-03-10"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def run(path: Path) -> tuple[float, float, object]:
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    factory = create_session_factory(engine)
+    shop = Shop(
+        program=load_program(DEFAULT_PROGRAM_FILE),
+        clock=FixedClock(datetime(2026, 3, 10, 2, 0, tzinfo=UTC)),
+        tz=ZoneInfo("Asia/Shanghai"),
+    )
+    async with factory() as session:
+        started = time.perf_counter()
+        await session.execute(text("SELECT count(*), sum(amount) FROM ledger_entries"))
+        scan = time.perf_counter() - started
+        await session.commit()
+        period = Period.month_of(date.fromisoformat(TODAY), back=1)
+        started = time.perf_counter()
+        report = await build_report(session, shop, period)
+        took = time.perf_counter() - started
+        await session.commit()
+    await engine.dispose()
+    return scan, took, report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--db", type=Path)
+    args = parser.parse_args()
+    path = args.db or Path(f"/tmp/companion-bench-{args.members}.db")
+    if not path.exists():
+        print(f"generating {args.members:,} members in {path} ...", flush=True)
+        subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("generate.py")), str(path),
+             "--members", str(args.members), "--today", TODAY],
+            check=True,
+        )
+    scan, took, report = asyncio.run(run(path))
+    rss = peak_rss_mib()
+    r = report  # type: ignore[assignment]
+    print(f"period {r.period.first} .. {r.period.last}: {r.members.total:,} members, "  # type: ignore[attr-defined]
+          f"{r.sales.orders:,} orders, revenue {r.sales.revenue / 100:,.2f}, "  # type: ignore[attr-defined]
+          f"benefit cost {r.cost.ratio}% (red line {r.cost.red_line}%), "  # type: ignore[attr-defined]
+          f"points earned {r.points.earned:,} spent {r.points.spent:,}")  # type: ignore[attr-defined]
+    print(f"plain ledger scan: {scan:.2f} s; monthly report: {took:.2f} s; "
+          f"ratio {took / scan:.1f}x; peak RSS {rss:.0f} MiB")
+    ratio = took / scan if scan else float("inf")
+    print(f"goal analytics_s: {took:.2f} (target <= 10) {'met' if took <= 10 else 'not met'}")
+    print(f"goal analytics_scan_ratio: {ratio:.1f} (target <= 5) "
+          f"{'met' if ratio <= 5 else 'not met'}")
+    print(f"goal analytics_rss_mib: {rss:.0f} (target <= 300) {'met' if rss <= 300 else 'not met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import checkin, events, lifecycle, members, orders, rewards
+from domain import checkin, events, lifecycle, members, orders, rewards, spending
 from domain.clock import FixedClock
 from domain.models import Coupon, Member, Push
 from domain.shop import Shop
@@ -56,7 +56,7 @@ async def build_history(session: AsyncSession, shop: Shop, clock: FixedClock) ->
             language_code="en",
         )
         registration = await members.register(
-            session, shop, profile, referrer_code=codes[referrer] if referrer else None
+            session, shop, profile, invited_by=codes[referrer] if referrer else None
         )
         codes[name], ids[name] = registration.member.code, registration.member.id
 
@@ -81,8 +81,9 @@ async def build_history(session: AsyncSession, shop: Shop, clock: FixedClock) ->
     await session.commit()
     await buy("D", local(2026, 2, 6), 8000, "D-1", coupon_code=welcome)
     clock.set(local(2026, 2, 7))
-    await rewards.redeem(session, shop, ids["C"], "free_item")
-    await buy("A", local(2026, 2, 10), 30000, "A-2", redeem_points=200)
+    await rewards.redeem(session, shop, ids["C"], "free_item", confirmation=None)
+    await buy("A", local(2026, 2, 10), 30000, "A-2", redeem_points=200,
+              spend_proof=spending.SpendProof(ids["A"]))
     clock.set(local(2026, 2, 12))
     await events.record_event(session, shop, member_query=codes["A"], event_id="rv-1",
                               kind="review")

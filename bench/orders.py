@@ -1,9 +1,11 @@
-"""Till throughput: orders per second through the real HTTP API beside the bare commit rate.
+"""Till throughput: orders per second through the real HTTP API beside the raw minimal order.
 
 Builds the whole application with ``bot.app.create_app`` on a fresh SQLite database file
 (the project's default engine settings: WAL, synchronous=NORMAL, busy timeout, BEGIN IMMEDIATE
-for writes), registers members (untimed), and serves ``App.http`` with the project's
-``EmbeddedServer`` (uvicorn) on a loopback port inside this process, as ``bot.app.run`` does.
+for writes) or, with ``DATABASE_URL`` / ``--database-url`` set to a ``postgresql+asyncpg://``
+URL, on that PostgreSQL database (WHICH IT EMPTIES); registers members (untimed), and serves
+``App.http`` with the project's ``EmbeddedServer`` (uvicorn) on a loopback port inside this
+process, as ``bot.app.run`` does.
 
 * **orders/s** -- N ``POST /api/v1/orders`` (distinct order ids, random members, amounts
   1.00..500.00, some redeeming points the member is sure to have: those name the member by a
@@ -12,17 +14,29 @@ for writes), registers members (untimed), and serves ``App.http`` with the proje
   with keep-alive and C requests in flight. By default the client (httpx) runs in a separate
   process so that its CPU time is not charged to the server's event loop; ``--client inprocess``
   puts it in the server's process and loop instead. Every answer must be 201.
-* **commits/s** -- M tiny write transactions on the same database file, one after the other:
-  ``write_transaction`` (BEGIN IMMEDIATE) + one INSERT into a scratch table + COMMIT, through an
+* **raw tx/s** (the baseline the goals name) -- the minimal idempotent order transaction with
+  the database's own driver and no framework: claim the order id (``INSERT ... ON CONFLICT DO
+  NOTHING RETURNING``), update the member's balance (``UPDATE ... RETURNING``), insert a ledger
+  entry, a points lot, a growth entry and an outbox push (``ON CONFLICT DO NOTHING``), commit;
+  on scratch tables shaped like the project's (same unique keys and indexes) in the same
+  database. SQLite: ``sqlite3``, one connection, WAL + synchronous=NORMAL, ``BEGIN IMMEDIATE``,
+  transactions one after the other. PostgreSQL: ``asyncpg``, 8 connections (``--raw-clients``)
+  each running transactions one after the other.
+* **commits/s** (for reference) -- M tiny write transactions through the project's stack, one
+  after the other: ``write_transaction`` + one INSERT into a scratch table + COMMIT, through an
   engine from ``bot.db.create_engine`` and a fresh session each, like a request.
 
-The two alternate (orders, commits, orders, commits by default) and the best of each is
-reported, with their ratio. At the end the ledger invariant is checked on the database.
+The three alternate (orders, raw, commits; ``--rounds`` times) and the best of each is
+reported. Also: SQL statements per order (counted with a ``before_cursor_execute`` listener),
+p50/p99 order latency, and how long orders waited at the in-process SQLite writer gate
+(``domain.transaction.queue_writers``). At the end the ledger invariant is checked, and one
+``goal ...`` line per goal of issue 12 is printed.
 
 Usage::
 
-    python bench/orders.py [--orders 2000] [--commits 2000] [--concurrency 8]
-                           [--members 200] [--rounds 2] [--client process|inprocess]
+    python bench/orders.py [--quick] [--orders 2000] [--raw 20000] [--commits 2000]
+                           [--concurrency 8] [--members 200] [--rounds 2]
+                           [--client process|inprocess] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -205,6 +219,9 @@ class SqlCounter:
     def __init__(self, engine: Any) -> None:
         from sqlalchemy import event
 
+        from domain.transaction import gate_stats
+
+        self.gate = gate_stats(engine)  # the in-process writer gate (SQLite), or None
         self.begins: Counter[str] = Counter()
         self.begin_wait = 0.0  # seconds spent in BEGIN IMMEDIATE (waiting for the write lock)
         self.statements = 0
@@ -237,12 +254,21 @@ class SqlCounter:
     def _rollback(self, _conn: Any) -> None:
         self.rollbacks += 1
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, float]:
+        gate = self.gate
         return {
             "immediate": self.begins["IMMEDIATE"], "deferred": self.begins["DEFERRED"],
             "statements": self.statements, "commits": self.commits, "rollbacks": self.rollbacks,
             "begin_wait": self.begin_wait,
+            "gate_writes": gate.writes if gate else 0, "gate_waited": gate.waited if gate else 0,
+            "gate_wait": gate.wait_seconds if gate else 0.0,
         }
+
+    def start(self) -> dict[str, float]:
+        """The "before" figures of a timed part (and the gate's longest wait starts afresh)."""
+        if self.gate is not None:
+            self.gate.longest_wait = 0.0
+        return self.snapshot()
 
     def delta(self, before: dict[str, float]) -> dict[str, float]:
         now = self.snapshot()
@@ -289,7 +315,7 @@ async def run_orders_round(
     before: dict[str, float] = {}
     if args.client == "inprocess":
         async def ready() -> None:
-            before.update(counter.snapshot())
+            before.update(counter.start())
 
         result = await drive_orders(
             base_url, members, count=args.orders, concurrency=args.concurrency,
@@ -309,7 +335,7 @@ async def run_orders_round(
     assert process.stdin is not None and process.stdout is not None
     line = await process.stdout.readline()
     if line.strip() == b"ready":
-        before.update(counter.snapshot())
+        before.update(counter.start())
         process.stdin.write(b"go\n")
         await process.stdin.drain()
     out, err = await process.communicate()
@@ -343,6 +369,186 @@ async def run_commits_round(engine: Any, count: int, round_no: int, concurrency:
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------------------------
+# The baseline: the minimal idempotent order transaction with the raw driver.
+# --------------------------------------------------------------------------------------------
+
+RAW_TABLES = ("bench_raw_pushes", "bench_raw_growth", "bench_raw_lots", "bench_raw_ledger",
+              "bench_raw_orders", "bench_raw_members")
+
+
+def raw_schema(id_type: str) -> list[str]:
+    """Scratch tables shaped like the project's: the same unique keys and indexes."""
+    return [
+        f"CREATE TABLE bench_raw_members (id {id_type} PRIMARY KEY, balance INTEGER NOT NULL)",
+        f"""CREATE TABLE bench_raw_orders (id {id_type} PRIMARY KEY,
+            order_id VARCHAR(64) NOT NULL UNIQUE, member_id INTEGER NOT NULL
+            REFERENCES bench_raw_members (id), amount INTEGER NOT NULL, points INTEGER NOT NULL,
+            created_at VARCHAR(40) NOT NULL)""",
+        "CREATE INDEX ix_bench_raw_orders_member ON bench_raw_orders (member_id)",
+        f"""CREATE TABLE bench_raw_ledger (id {id_type} PRIMARY KEY, member_id INTEGER NOT NULL
+            REFERENCES bench_raw_members (id), amount INTEGER NOT NULL,
+            balance_after INTEGER NOT NULL, reason VARCHAR(255) NOT NULL,
+            idempotency_key VARCHAR(160) NOT NULL UNIQUE, created_at VARCHAR(40) NOT NULL)""",
+        "CREATE INDEX ix_bench_raw_ledger_member ON bench_raw_ledger (member_id)",
+        f"""CREATE TABLE bench_raw_lots (id {id_type} PRIMARY KEY, member_id INTEGER NOT NULL
+            REFERENCES bench_raw_members (id), entry_id INTEGER NOT NULL
+            REFERENCES bench_raw_ledger (id), expires_on VARCHAR(10), amount INTEGER NOT NULL,
+            remaining INTEGER NOT NULL)""",
+        "CREATE INDEX ix_bench_raw_lots_member ON bench_raw_lots (member_id, expires_on)",
+        f"""CREATE TABLE bench_raw_growth (id {id_type} PRIMARY KEY, member_id INTEGER NOT NULL
+            REFERENCES bench_raw_members (id), amount INTEGER NOT NULL,
+            idempotency_key VARCHAR(160) NOT NULL UNIQUE, occurred_at VARCHAR(40) NOT NULL)""",
+        "CREATE INDEX ix_bench_raw_growth_member ON bench_raw_growth (member_id, occurred_at)",
+        f"""CREATE TABLE bench_raw_pushes (id {id_type} PRIMARY KEY,
+            key VARCHAR(160) NOT NULL UNIQUE, member_id INTEGER NOT NULL
+            REFERENCES bench_raw_members (id), payload TEXT NOT NULL,
+            status VARCHAR(12) NOT NULL)""",
+        "CREATE INDEX ix_bench_raw_pushes_member ON bench_raw_pushes (member_id)",
+    ]
+
+
+RAW_SQL = {
+    "claim": "INSERT INTO bench_raw_orders (order_id, member_id, amount, points, created_at) "
+             "VALUES ({0}, {1}, {2}, {3}, {4}) ON CONFLICT (order_id) DO NOTHING RETURNING id",
+    "member": "UPDATE bench_raw_members SET balance = balance + {0} WHERE id = {1} "
+              "RETURNING balance",
+    "ledger": "INSERT INTO bench_raw_ledger (member_id, amount, balance_after, reason, "
+              "idempotency_key, created_at) VALUES ({0}, {1}, {2}, {3}, {4}, {5}) RETURNING id",
+    "lot": "INSERT INTO bench_raw_lots (member_id, entry_id, expires_on, amount, remaining) "
+           "VALUES ({0}, {1}, {2}, {3}, {4})",
+    "growth": "INSERT INTO bench_raw_growth (member_id, amount, idempotency_key, occurred_at) "
+              "VALUES ({0}, {1}, {2}, {3})",
+    "push": "INSERT INTO bench_raw_pushes (key, member_id, payload, status) "
+            "VALUES ({0}, {1}, {2}, 'pending') ON CONFLICT (key) DO NOTHING",
+}
+
+
+def raw_statements(style: str) -> dict[str, str]:
+    """The minimal order's SQL with the driver's placeholders (``?`` or ``$n``)."""
+    out = {}
+    for name, sql in RAW_SQL.items():
+        count = sql.count("{")
+        marks = ["?"] * count if style == "qmark" else [f"${i + 1}" for i in range(count)]
+        out[name] = sql.format(*marks)
+    return out
+
+
+def raw_order(index: int, prefix: str, members: int) -> tuple[str, int, int, int, str]:
+    rng = random.Random(index)
+    amount = rng.randint(MIN_AMOUNT, MAX_AMOUNT)
+    return f"{prefix}-{index:07d}", rng.randint(1, members), amount, amount // 100, \
+        time.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def raw_sqlite_setup(path: Path, members: int) -> None:
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    for sql in raw_schema("INTEGER"):
+        connection.execute(sql)
+    connection.executemany(
+        "INSERT INTO bench_raw_members (id, balance) VALUES (?, 0)",
+        [(i,) for i in range(1, members + 1)],
+    )
+    connection.close()
+
+
+def raw_sqlite_round(path: Path, count: int, prefix: str, members: int) -> float:
+    """``count`` minimal order transactions, one connection, one after the other."""
+    sql = raw_statements("qmark")
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA busy_timeout=15000")
+    work = [raw_order(i, prefix, members) for i in range(count)]
+    execute = connection.execute
+    started = time.perf_counter()
+    for order_id, member_id, amount, earned, now in work:
+        execute("BEGIN IMMEDIATE")
+        claimed = execute(sql["claim"], (order_id, member_id, amount, earned, now)).fetchone()
+        if claimed is None:  # a replay: the stored answer would be read here
+            execute("COMMIT")
+            continue
+        balance = execute(sql["member"], (earned, member_id)).fetchone()[0]
+        key = f"order:{order_id}"
+        entry = execute(sql["ledger"], (member_id, earned, balance, f"order {order_id}",
+                                        f"{key}:earn", now)).fetchone()[0]
+        execute(sql["lot"], (member_id, entry, "2099-12-31", earned, earned))
+        execute(sql["growth"], (member_id, amount // 100, f"{key}:growth", now))
+        execute(sql["push"], (f"receipt:{order_id}", member_id,
+                              json.dumps({"order_id": order_id, "points": earned})))
+        execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed
+
+
+def asyncpg_dsn(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+async def raw_pg_setup(dsn: str, members: int) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        for table in RAW_TABLES:
+            await connection.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+        for sql in raw_schema("INTEGER GENERATED BY DEFAULT AS IDENTITY"):
+            await connection.execute(sql)
+        await connection.executemany(
+            "INSERT INTO bench_raw_members (id, balance) VALUES ($1, 0)",
+            [(i,) for i in range(1, members + 1)],
+        )
+    finally:
+        await connection.close()
+
+
+async def raw_pg_round(dsn: str, count: int, prefix: str, members: int, clients: int) -> float:
+    """``count`` minimal order transactions from ``clients`` asyncpg connections."""
+    import asyncpg
+
+    sql = raw_statements("numeric")
+    connections = [await asyncpg.connect(dsn) for _ in range(clients)]
+    work = iter([raw_order(i, prefix, members) for i in range(count)])
+
+    async def client(connection: Any) -> None:
+        for order_id, member_id, amount, earned, now in work:
+            async with connection.transaction():
+                claimed = await connection.fetchval(
+                    sql["claim"], order_id, member_id, amount, earned, now
+                )
+                if claimed is None:
+                    continue
+                balance = await connection.fetchval(sql["member"], earned, member_id)
+                key = f"order:{order_id}"
+                entry = await connection.fetchval(
+                    sql["ledger"], member_id, earned, balance, f"order {order_id}",
+                    f"{key}:earn", now,
+                )
+                await connection.execute(
+                    sql["lot"], member_id, entry, "2099-12-31", earned, earned
+                )
+                await connection.execute(
+                    sql["growth"], member_id, amount // 100, f"{key}:growth", now
+                )
+                await connection.execute(
+                    sql["push"], f"receipt:{order_id}", member_id,
+                    json.dumps({"order_id": order_id, "points": earned}),
+                )
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in connections))
+        return time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(c.close() for c in connections))
 
 
 async def check_ledger(session_factory: Any) -> tuple[int, list[str]]:
@@ -388,6 +594,29 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
 
 
+async def reset_postgres(url: str) -> None:
+    """Empty the application's tables (the bench registers its members afresh)."""
+    from sqlalchemy import text
+
+    from bot.db import create_engine
+    from domain.models import Base
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            names = ", ".join(table.name for table in Base.metadata.sorted_tables)
+            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            await connection.execute(text("DROP TABLE IF EXISTS bench_commit"))
+    finally:
+        await engine.dispose()
+
+
+def goal(name: str, value: float, op: str, target: float, digits: int) -> str:
+    met = value >= target if op == ">=" else value <= target
+    return (f"goal {name}: {value:.{digits}f} (target {op} {target:g}) "
+            f"{'met' if met else 'not met'}")
+
+
 async def main(args: argparse.Namespace) -> int:
     import uvicorn
     from sqlalchemy import text
@@ -397,13 +626,18 @@ async def main(args: argparse.Namespace) -> int:
     from bot.http import EmbeddedServer
     from bot.settings import Settings
     from domain.members import TelegramProfile, register
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     workdir_handle = tempfile.TemporaryDirectory(prefix="bench-orders-")
     workdir = Path(workdir_handle.name)
+    postgres = args.database_url is not None
     db_path = workdir / "companion.db"
-    url = f"sqlite+aiosqlite:///{db_path}"
+    url = args.database_url or f"sqlite+aiosqlite:///{db_path}"
     await asyncio.to_thread(migrate, url)
+    if postgres:
+        await reset_postgres(url)
+        await raw_pg_setup(asyncpg_dsn(url), args.members)
+    else:
+        await asyncio.to_thread(raw_sqlite_setup, db_path, args.members)
 
     port = free_port()
     settings = Settings(
@@ -412,6 +646,7 @@ async def main(args: argparse.Namespace) -> int:
     )
     app = create_app(settings)
     counter = SqlCounter(app.engine)
+    gate = counter.gate
     commit_engine = create_engine(url)
     server = EmbeddedServer(
         uvicorn.Config(
@@ -432,6 +667,9 @@ async def main(args: argparse.Namespace) -> int:
         async with commit_engine.begin() as connection:
             await connection.execute(text(
                 "CREATE TABLE IF NOT EXISTS bench_commit (id INTEGER PRIMARY KEY, n INTEGER)"
+                if not postgres else
+                "CREATE TABLE IF NOT EXISTS bench_commit "
+                "(id INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, n INTEGER)"
             ))
         setup_seconds = time.perf_counter() - setup_started
         for _ in range(500):
@@ -445,9 +683,11 @@ async def main(args: argparse.Namespace) -> int:
         base_url = f"http://127.0.0.1:{port}"
 
         order_rates: list[float] = []
+        raw_rates: list[float] = []
         commit_rates: list[float] = []
         latencies: list[float] = []
         per_order: dict[str, float] = {}
+        gate_waits: list[tuple[int, int, float, float]] = []
         redeemed = 0
         for round_no in range(1, args.rounds + 1):
             result, sql = await run_orders_round(
@@ -462,21 +702,42 @@ async def main(args: argparse.Namespace) -> int:
                 return 1
             rate = result.orders / result.elapsed
             order_rates.append(rate)
-            latencies = result.latencies_ms if rate >= max(order_rates) else latencies
+            if rate >= max(order_rates):
+                latencies = result.latencies_ms
+            if gate is not None:
+                gate_waits.append((
+                    int(sql["gate_writes"]), int(sql["gate_waited"]), sql["gate_wait"],
+                    gate.longest_wait,
+                ))
             redeemed += result.redeemed_orders
             per_order = {k: v / result.orders for k, v in sql.items()}
             print(f"  round {round_no}: orders  {result.orders:6d} in {result.elapsed:6.2f} s "
-                  f"= {rate:8.1f} orders/s  (all 201; {result.redeemed_orders} redeemed points)",
-                  flush=True)
+                  f"= {rate:8.1f} orders/s  (all 201; {result.redeemed_orders} redeemed points; "
+                  f"p50 {percentile(result.latencies_ms, 0.5):.1f} ms, "
+                  f"p99 {percentile(result.latencies_ms, 0.99):.1f} ms)", flush=True)
+
+            prefix = f"R{round_no}"
+            if postgres:
+                elapsed = await raw_pg_round(
+                    asyncpg_dsn(url), args.raw, prefix, args.members, args.raw_clients
+                )
+            else:
+                elapsed = await asyncio.to_thread(
+                    raw_sqlite_round, db_path, args.raw, prefix, args.members
+                )
+            raw_rates.append(args.raw / elapsed)
+            print(f"  round {round_no}: raw     {args.raw:6d} in {elapsed:6.2f} s "
+                  f"= {args.raw / elapsed:8.1f} minimal order tx/s", flush=True)
 
             elapsed = await run_commits_round(
                 commit_engine, args.commits, round_no, args.commit_concurrency
             )
             commit_rates.append(args.commits / elapsed)
             print(f"  round {round_no}: commits {args.commits:6d} in {elapsed:6.2f} s "
-                  f"= {args.commits / elapsed:8.1f} commits/s", flush=True)
+                  f"= {args.commits / elapsed:8.1f} stack commits/s", flush=True)
 
-        best_orders, best_commits = max(order_rates), max(commit_rates)
+        best_orders, best_raw = max(order_rates), max(raw_rates)
+        best_commits = max(commit_rates)
         total_orders = await count_rows(app.session_factory, "orders")
         total_commits = await count_rows(app.session_factory, "bench_commit")
         checked, problems = await check_ledger(app.session_factory)
@@ -490,30 +751,56 @@ async def main(args: argparse.Namespace) -> int:
             else f"{args.commit_concurrency} in flight"
         )
         print()
+        backend = (
+            f"PostgreSQL ({make_url_safe(url)})" if postgres
+            else f"SQLite {sqlite3.sqlite_version}"
+        )
         print(f"python {platform.python_version()} ({platform.python_implementation()}), "
-              f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, {platform.system()} "
-              f"{platform.machine()}")
-        print(f"database: fresh SQLite file, project defaults (WAL, synchronous=NORMAL, "
-              f"BEGIN IMMEDIATE for writes); {args.members} members, "
-              f"setup {setup_seconds:.1f} s untimed")
+              f"{backend}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}"
+              f"{'; --quick: small sizes, noisy' if args.quick else ''}")
+        if postgres:
+            print(f"database: that PostgreSQL database, emptied; {args.members} members, "
+                  f"setup {setup_seconds:.1f} s untimed")
+            print(f"baseline: asyncpg, {args.raw_clients} connections, each running the "
+                  f"minimal order transaction one after the other, on scratch tables there")
+        else:
+            print(f"database: fresh SQLite file, project defaults (WAL, synchronous=NORMAL, "
+                  f"BEGIN IMMEDIATE for writes); {args.members} members, "
+                  f"setup {setup_seconds:.1f} s untimed")
+            print("baseline: sqlite3, one connection (WAL, synchronous=NORMAL, BEGIN "
+                  "IMMEDIATE), minimal order transactions one after the other, scratch tables "
+                  "in the same file")
         print(f"server: uvicorn EmbeddedServer on 127.0.0.1 in this process; client: {client}; "
               f"concurrency {args.concurrency} in flight")
-        print(f"per order (app engine): {per_order['immediate']:.2f} write transactions "
-              f"(BEGIN IMMEDIATE), {per_order['deferred']:.2f} read transactions, "
-              f"{per_order['commits']:.2f} commits, {per_order['statements']:.1f} SQL statements")
-        print(f"  mean time in BEGIN IMMEDIATE per order (incl. waiting for the write lock): "
-              f"{per_order['begin_wait'] * 1000:.1f} ms")
+        write_label = "BEGIN IMMEDIATE" if not postgres else "BEGIN"
+        print(f"per order (app engine, last round): {per_order['immediate']:.2f} write "
+              f"transactions, {per_order['deferred']:.2f} read transactions, "
+              f"{per_order['commits']:.2f} commits, {per_order['statements']:.1f} SQL statements "
+              f"(BEGIN not counted)")
+        if not postgres:
+            print(f"  mean time in {write_label} per order: "
+                  f"{per_order['begin_wait'] * 1000:.2f} ms")
+        for round_no, (writes, waited, seconds, longest) in enumerate(gate_waits, 1):
+            print(f"writer gate, round {round_no}: {writes} write transactions, {waited} waited "
+                  f"for another; mean wait per order {seconds * 1000 / args.orders:.1f} ms, "
+                  f"longest {longest * 1000:.1f} ms")
+        if gate is None:
+            print("writer gate: none on this database (writers do not queue in-process)")
         print(f"latency (best orders round): p50 {percentile(latencies, 0.5):.1f} ms, "
               f"p99 {percentile(latencies, 0.99):.1f} ms")
-        print(f"rounds: {args.rounds} x (orders {args.orders}, commits {args.commits}), "
-              f"best of each; rows: {total_orders} orders, {total_commits} scratch commits")
+        print(f"rounds: {args.rounds} x (orders {args.orders}, raw {args.raw}, commits "
+              f"{args.commits}), best of each; rows: {total_orders} orders, "
+              f"{total_commits} scratch commits")
         print()
-        print(f"orders/s  = {best_orders:.1f}   (rounds: "
+        print(f"orders/s     = {best_orders:8.1f}   (rounds: "
               f"{', '.join(f'{r:.1f}' for r in order_rates)})")
-        print(f"commits/s = {best_commits:.1f}   (rounds: "
-              f"{', '.join(f'{r:.1f}' for r in commit_rates)}; one INSERT per BEGIN IMMEDIATE"
-              f"/COMMIT, {commit_mode})")
-        print(f"ratio orders/commits = {best_orders / best_commits:.2f}")
+        print(f"raw tx/s     = {best_raw:8.1f}   (rounds: "
+              f"{', '.join(f'{r:.1f}' for r in raw_rates)}; the minimal idempotent order)")
+        print(f"stack commits/s = {best_commits:.1f}   (rounds: "
+              f"{', '.join(f'{r:.1f}' for r in commit_rates)}; one INSERT per write_transaction"
+              f", {commit_mode}; for reference)")
+        print(f"orders / raw tx = {best_orders / best_raw:.3f};  orders / stack commits = "
+              f"{best_orders / best_commits:.2f}")
         print()
         expected_orders = args.orders * args.rounds
         if total_orders != expected_orders:
@@ -527,6 +814,15 @@ async def main(args: argparse.Namespace) -> int:
         else:
             print(f"ledger invariant: ok ({checked} members: balance == sum(ledger) "
                   f"== sum(lots.remaining) - debt)")
+        print()
+        ratio = best_orders / best_raw
+        if postgres:
+            print("(the SQLite goals: run without DATABASE_URL)")
+            print(goal("orders_pg_ratio", ratio, ">=", 0.25, 3))
+        else:
+            print("(the PostgreSQL goal: run with DATABASE_URL=postgresql+asyncpg://...)")
+            print(goal("orders_sqlite_ratio", ratio, ">=", 0.10, 3))
+            print(goal("orders_sqlite_p99_ms", percentile(latencies, 0.99), "<=", 50, 1))
     finally:
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
@@ -536,25 +832,52 @@ async def main(args: argparse.Namespace) -> int:
     return exit_code
 
 
+def make_url_safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+QUICK = {"orders": 300, "raw": 2000, "commits": 300, "members": 50, "rounds": 2}
+FULL = {"orders": 2000, "raw": 20000, "commits": 2000, "members": 200, "rounds": 2}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--orders", type=int, default=2000, help="orders per round")
-    parser.add_argument("--commits", type=int, default=2000, help="bare commits per round")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"small sizes ({', '.join(f'{k} {v}' for k, v in QUICK.items())})")
+    parser.add_argument("--orders", type=int, help="orders per round (2000)")
+    parser.add_argument("--raw", type=int, help="raw minimal order transactions per round (20000)")
+    parser.add_argument("--commits", type=int, help="stack commits per round (2000)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument(
         "--commit-concurrency", type=int, default=1,
-        help="bare write transactions in flight (default 1: the sequential commit rate)",
+        help="stack write transactions in flight (default 1: the sequential commit rate)",
     )
-    parser.add_argument("--members", type=int, default=200, help="members registered (untimed)")
-    parser.add_argument("--rounds", type=int, default=2, help="orders/commits alternations")
+    parser.add_argument("--raw-clients", type=int, default=8,
+                        help="PostgreSQL baseline connections (default 8)")
+    parser.add_argument("--members", type=int, help="members registered, untimed (200)")
+    parser.add_argument("--rounds", type=int, help="orders/raw/commits alternations (2)")
     parser.add_argument(
         "--client", choices=("process", "inprocess"), default="process",
         help="HTTP client in a separate process (default) or in the server's event loop",
     )
+    parser.add_argument(
+        "--database-url", default=os.environ.get("DATABASE_URL") or None,
+        help="a postgresql+asyncpg:// URL (default $DATABASE_URL): run on that database, "
+             "WHICH IS EMPTIED; without it, a fresh SQLite file",
+    )
     parser.add_argument("--client-spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if min(args.orders, args.commits, args.concurrency, args.commit_concurrency, args.members,
-           args.rounds) < 1:
+    sizes = QUICK if args.quick else FULL
+    for name, value in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.database_url and not args.database_url.startswith("postgresql"):
+        parser.error("--database-url / DATABASE_URL: a postgresql+asyncpg:// URL "
+                     "(leave it unset for a fresh SQLite file)")
+    if min(args.orders, args.raw, args.commits, args.concurrency, args.commit_concurrency,
+           args.members, args.rounds, args.raw_clients) < 1:
         parser.error("every count must be >= 1")
     return args
 

@@ -6,11 +6,12 @@ import calendar
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import GrowthEntry
 from domain.shop import Shop
+from domain.sql import table_of
 
 PURCHASE = "purchase"
 BEHAVIOUR = "behaviour"
@@ -53,13 +54,41 @@ async def add_growth(
     """Append a growth entry (negative for a refund, dated like the purchase it undoes)."""
     if amount == 0:
         return
-    session.add(
-        GrowthEntry(
+    await session.execute(
+        insert(table_of(GrowthEntry)).values(
             member_id=member_id, kind=kind, source=source, amount=amount, reason=reason,
             idempotency_key=key, occurred_at=occurred_at,
         )
     )
-    await session.flush()
+
+
+def window_start(shop: Shop, end: datetime) -> datetime:
+    """Growth dated after this and up to ``end`` counts for the tier."""
+    return months_before(end, shop.program.tier_rules.window_months)
+
+
+def window_sums(
+    shop: Shop, member_id: ColumnElement[int], end: datetime
+) -> tuple[ScalarSelect[int], ScalarSelect[int]]:
+    """The window's purchase and behaviour sums as scalar subqueries of ``member_id``, to
+    read with a member in one statement (``total_of`` turns them into the total)."""
+    start = window_start(shop, end)
+    window = (
+        GrowthEntry.member_id == member_id,
+        GrowthEntry.occurred_at > start,
+        GrowthEntry.occurred_at <= end,
+    )
+    return tuple(  # type: ignore[return-value]
+        select(func.coalesce(func.sum(GrowthEntry.amount), 0))
+        .where(GrowthEntry.source == source, *window)
+        .scalar_subquery()
+        for source in (PURCHASE, BEHAVIOUR)
+    )
+
+
+def total_of(shop: Shop, purchase: int, behaviour: int) -> GrowthTotal:
+    cap = shop.program.growth.behaviour_share_cap_percent
+    return GrowthTotal(purchase, behaviour, counted_growth(purchase, behaviour, cap))
 
 
 async def growth_total(
@@ -67,7 +96,7 @@ async def growth_total(
 ) -> GrowthTotal:
     """Growth over the program's window (12 months) ending at ``at`` (now by default)."""
     end = at or shop.now()
-    start = months_before(end, shop.program.tier_rules.window_months)
+    start = window_start(shop, end)
     purchase_sum = func.coalesce(
         func.sum(case((GrowthEntry.source == PURCHASE, GrowthEntry.amount), else_=0)), 0
     )

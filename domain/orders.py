@@ -18,23 +18,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import coupons, outbox, points, referrals, spending
 from domain.errors import (
+    DomainError,
     IdempotencyConflict,
-    InsufficientPoints,
     InvalidInput,
-    MemberFrozen,
     OffsetNotAllowed,
     OrderNotFound,
     Reason,
     RefundTooLarge,
 )
-from domain.growth import PURCHASE, add_growth
+from domain.growth import PURCHASE, add_growth, total_of, window_start
 from domain.idempotency import Fingerprint, check_request_id, fingerprint, with_retry_on_race
-from domain.members import FROZEN
 from domain.models import Member, Order, Refund
 from domain.money import MINOR_PER_UNIT, format_money
 from domain.shop import Shop
-from domain.spending import SpendProof, SpendProofRequired, TillIdentity
-from domain.tiers import TierOutcome, check_upgrade, progress, recheck_after_refund
+from domain.spending import Buyer, SpendProof, SpendProofRequired
+from domain.sql import insert_unless_exists, table_of
+from domain.tiers import progress, recheck_after_refund, record_change, upgrade_for
 from domain.transaction import write_transaction
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -120,7 +119,9 @@ def max_offset_points(shop: Shop, amount: int, balance: int) -> int:
     return max(0, min(money_to_points(shop, cap_minor), balance))
 
 
-def points_multiplier(shop: Shop, member: Member, at: datetime) -> Decimal:
+def points_multiplier(
+    shop: Shop, tier: str, birthday_month: int | None, at: datetime
+) -> Decimal:
     """Tier multiplier × the best promotion of the day (member day or birthday month;
     promotions do not stack)."""
     rules = shop.program.points
@@ -128,9 +129,9 @@ def points_multiplier(shop: Shop, member: Member, at: datetime) -> Decimal:
     promotion = Decimal(1)
     if rules.member_day and local.day == rules.member_day:
         promotion = max(promotion, rules.member_day_multiplier)
-    if member.birthday_month == local.month:
+    if birthday_month == local.month:
         promotion = max(promotion, rules.birthday_month_multiplier)
-    return shop.program.tier(member.tier).points_multiplier * promotion
+    return shop.program.tier(tier).points_multiplier * promotion
 
 
 def purchase_points(shop: Shop, paid: int, multiplier: Decimal) -> int:
@@ -162,54 +163,90 @@ def _receipt_push(shop: Shop, receipt: OrderReceipt, order: Order) -> dict[str, 
     }
 
 
-def _receipt(order: Order) -> OrderReceipt:
-    return OrderReceipt(**json.loads(order.response))
-
-
-async def _claim_order(
+async def _stored_answer(
     session: AsyncSession, order_id: str, digest: Fingerprint
-) -> Order | None:
-    existing = await session.scalar(select(Order).where(Order.order_id == order_id))
-    if existing is not None and not digest.matches(existing.request_hash):
+) -> Outcome[OrderReceipt] | None:
+    """The answer stored for ``order_id`` (a replay), None when there is no such order;
+    IdempotencyConflict when it was stored for another request body."""
+    stored = (
+        await session.execute(
+            select(Order.request_hash, Order.response).where(Order.order_id == order_id)
+        )
+    ).one_or_none()
+    if stored is None:
+        return None
+    if not digest.matches(stored.request_hash):
         raise IdempotencyConflict(id=order_id)
-    return existing
+    return Outcome(OrderReceipt(**json.loads(stored.response)), replayed=True)
 
 
 async def place_order(
     session: AsyncSession, shop: Shop, request: OrderRequest
 ) -> Outcome[OrderReceipt]:
     """Apply coupon and points offset, earn points and growth on what remains to pay, upgrade
-    the tier at once, and queue the member's receipt: one transaction, once per order_id."""
+    the tier at once, and queue the member's receipt: one transaction, once per order_id.
+
+    A handful of statements: the member with their growth (locked), the claim (``INSERT ...
+    ON CONFLICT DO NOTHING RETURNING``: a twin that finds the id taken replays the stored
+    answer), one guarded UPDATE of the member, the ledger entries with their lot or draws,
+    the growth entry, the order's figures, the receipt push."""
     occurred = _validate_order(shop, request)
     digest = _order_fingerprint(shop, request)
 
     async def attempt() -> Outcome[OrderReceipt]:
         async with write_transaction(session):
-            existing = await _claim_order(session, request.order_id, digest)
-            if existing is not None:
-                return Outcome(_receipt(existing), replayed=True)
-            identity = await spending.identify(session, shop, request.member)
-            member = identity.member
-            if member.status == FROZEN:
-                raise MemberFrozen(member_code=member.code, note=member.frozen_reason)
-            _check_spend_proof(request, identity)
-            order = Order(
-                order_id=request.order_id, request_hash=digest.digest, member_id=member.id,
-                amount=request.amount, occurred_at=occurred, created_at=shop.now(),
+            try:
+                buyer = await spending.identify_buyer(session, shop, request.member)
+                _check_spend_proof(request, buyer)
+            except DomainError:
+                # An order already stored under this id answers first, whatever became of the
+                # member or their spend code since (a retry after the code was used replays).
+                stored = await _stored_answer(session, request.order_id, digest)
+                if stored is not None:
+                    return stored
+                raise
+            now = shop.now()
+            order_pk = await session.scalar(
+                insert_unless_exists(session, table_of(Order), "order_id")
+                .values(
+                    order_id=request.order_id, request_hash=digest.digest, member_id=buyer.id,
+                    amount=request.amount, occurred_at=occurred, created_at=now,
+                )
+                .returning(table_of(Order).c.id)
             )
-            session.add(order)
-            await session.flush()  # the claim: a racing twin now waits on this row
-            if identity.spend_code is not None:
+            if order_pk is None:  # the claim: a twin placed it first (and has committed)
+                stored = await _stored_answer(session, request.order_id, digest)
+                if stored is None:  # cannot be: the conflicting row is committed
+                    raise RuntimeError(f"order {request.order_id} claimed but not found")
+                return stored
+            order = Order(
+                id=order_pk, order_id=request.order_id, request_hash=digest.digest,
+                member_id=buyer.id, amount=request.amount, occurred_at=occurred,
+                created_at=now, coupon_id=None, coupon_discount=0, points_redeemed=0, offset=0,
+                paid=0, points_earned=0, growth_earned=0, earn_entry_id=None,
+                spend_entry_id=None,
+            )  # never added to the session: its row is written with Core statements
+            if buyer.spend_code is not None:
                 # After the claim, so a retried twin of this order replays instead of being
                 # told that its code is used; with it, so a refused order uses no code.
                 await spending.consume(
-                    session, shop, identity.spend_code, member_id=member.id,
+                    session, shop, buyer.spend_code, member_id=buyer.id,
                     order_id=order.order_id,
                 )
-            receipt = await _fill_order(session, shop, member, order, request)
-            order.response = receipt.to_json()
+            receipt = await _fill_order(session, shop, buyer, order, request)
+            await session.execute(
+                update(table_of(Order))
+                .where(table_of(Order).c.id == order_pk)
+                .values(
+                    coupon_id=order.coupon_id, coupon_discount=order.coupon_discount,
+                    points_redeemed=order.points_redeemed, offset=order.offset,
+                    paid=order.paid, points_earned=order.points_earned,
+                    growth_earned=order.growth_earned, earn_entry_id=order.earn_entry_id,
+                    spend_entry_id=order.spend_entry_id, response=receipt.to_json(),
+                )
+            )
             await outbox.enqueue(
-                session, shop, member_id=member.id, kind="receipt",
+                session, shop, member_id=buyer.id, kind="receipt",
                 key=f"receipt:{order.order_id}", payload=_receipt_push(shop, receipt, order),
             )
             return Outcome(receipt, replayed=False)
@@ -217,17 +254,33 @@ async def place_order(
     return await with_retry_on_race(session, attempt)
 
 
-def _check_spend_proof(request: OrderRequest, identity: TillIdentity) -> None:
+def _check_spend_proof(request: OrderRequest, buyer: Buyer) -> None:
     """The static member code or phone earns; spending points needs the member there."""
-    if request.redeem_points <= 0 or identity.present:
+    if request.redeem_points <= 0 or buyer.present:
         return
     proof = request.spend_proof
-    if proof is None or proof.member_id != identity.member.id:
+    if proof is None or proof.member_id != buyer.id:
         raise SpendProofRequired(field="redeem_points")
 
 
+def _offset_for(shop: Shop, request: OrderRequest, after_coupon: int) -> int:
+    """The money the redeemed points take off (step and cap checked)."""
+    rules = shop.program.points
+    step = max(rules.offset_points_per_unit // MINOR_PER_UNIT, 1)
+    if request.redeem_points % step:
+        raise OffsetNotAllowed("redeem_points", Reason.OFFSET_STEP, step=step)
+    offset = points_to_money(shop, request.redeem_points)
+    cap = after_coupon * rules.offset_max_percent // 100
+    if offset > cap:
+        raise OffsetNotAllowed(
+            "redeem_points", Reason.OFFSET_CAP, max_points=money_to_points(shop, cap),
+            percent=rules.offset_max_percent, amount=after_coupon,
+        )
+    return offset
+
+
 async def _fill_order(
-    session: AsyncSession, shop: Shop, member: Member, order: Order, request: OrderRequest
+    session: AsyncSession, shop: Shop, buyer: Buyer, order: Order, request: OrderRequest
 ) -> OrderReceipt:
     rules = shop.program
     key = f"order:{order.order_id}"
@@ -235,86 +288,91 @@ async def _fill_order(
     coupon_code = None
     if request.coupon_code:
         applied = await coupons.redeem_for_order(
-            session, request.coupon_code, member_id=member.id, amount=order.amount,
+            session, request.coupon_code, member_id=buyer.id, amount=order.amount,
             at=order.occurred_at, order_id=order.order_id,
         )
         order.coupon_id, order.coupon_discount = applied.coupon_id, applied.discount
         coupon_code = applied.code
         after_coupon -= applied.discount
 
-    if request.redeem_points:
-        per_unit = rules.points.offset_points_per_unit
-        step = max(per_unit // MINOR_PER_UNIT, 1)
-        if request.redeem_points % step:
-            raise OffsetNotAllowed("redeem_points", Reason.OFFSET_STEP, step=step)
-        offset = points_to_money(shop, request.redeem_points)
-        cap = after_coupon * rules.points.offset_max_percent // 100
-        if offset > cap:
-            raise OffsetNotAllowed(
-                "redeem_points", Reason.OFFSET_CAP, max_points=money_to_points(shop, cap),
-                percent=rules.points.offset_max_percent, amount=after_coupon,
-            )
-        try:
-            spent = await points.spend(
-                session, shop, member.id, kind="offset", amount=request.redeem_points,
-                reason=f"order {order.order_id}", key=f"{key}:offset", source_ref=key,
-            )
-        except InsufficientPoints as exc:
-            raise OffsetNotAllowed(
-                "redeem_points", Reason.OFFSET_BALANCE, balance=exc.details["balance"]
-            ) from exc
-        order.points_redeemed, order.offset, order.spend_entry_id = (
-            request.redeem_points, offset, spent.entry_id,
-        )
-        after_coupon -= offset
+    spend = request.redeem_points
+    if spend:
+        order.points_redeemed, order.offset = spend, _offset_for(shop, request, after_coupon)
+        after_coupon -= order.offset
     order.paid = after_coupon
 
-    multiplier = points_multiplier(shop, member, order.occurred_at)
+    multiplier = points_multiplier(shop, buyer.tier, buyer.birthday_month, order.occurred_at)
     earned = purchase_points(shop, order.paid, multiplier)
     growth = order.paid * rules.growth.per_currency_unit // MINOR_PER_UNIT
-    tier_name = rules.tier(member.tier).name.en
-    if earned > 0:
-        posting = await points.earn(
-            session, shop, member.id, kind="purchase", amount=earned,
-            reason=f"order {order.order_id} at {tier_name} ×{multiplier.normalize()}",
-            key=f"{key}:earn", source_ref=key,
-            earned_on=shop.local_date(order.occurred_at),
+    order.points_earned, order.growth_earned = earned, growth
+
+    # The tier: the window's growth read with the member, plus this order's if it falls in
+    # the window (as check_upgrade would count it once the growth entry is written).
+    now = shop.now()
+    window_growth = buyer.growth.purchase + (
+        growth if window_start(shop, now) < order.occurred_at <= now else 0
+    )
+    counted = total_of(shop, window_growth, buyer.growth.behaviour).counted
+    outcome = upgrade_for(shop, buyer.tier, counted)
+
+    # One guarded UPDATE of the member: offset spent, points earned (debt repaid first),
+    # purchase dates, tier. The row is locked since it was read, so the figures read hold.
+    repay, to_lot = points.credit_split(earned, buyer.points_debt)
+    if spend and spend > buyer.points_balance:
+        raise OffsetNotAllowed(
+            "redeem_points", Reason.OFFSET_BALANCE, balance=buyer.points_balance
         )
-        order.earn_entry_id = posting.entry_id
+    first_purchase = buyer.first_purchase_at is None
+    last = buyer.last_purchase_at
+    members = table_of(Member)
+    guard = [members.c.points_balance >= spend] if spend else []  # a debt may earn, not spend
+    balance = await session.scalar(
+        update(members)
+        .where(members.c.id == buyer.id, *guard)
+        .values(
+            points_balance=members.c.points_balance - spend + earned,
+            points_debt=buyer.points_debt - repay,
+            last_purchase_at=order.occurred_at
+            if last is None or last < order.occurred_at else last,
+            first_purchase_at=buyer.first_purchase_at or order.occurred_at,
+            tier=outcome.after,
+        )
+        .returning(members.c.points_balance)
+    )
+    if balance is None:  # cannot be under the lock; never let a spend pass unguarded
+        raise OffsetNotAllowed(
+            "redeem_points", Reason.OFFSET_BALANCE, balance=buyer.points_balance
+        )
+    if spend:
+        order.spend_entry_id = await points.record_spending(
+            session, shop, buyer.id, kind="offset", amount=spend,
+            balance_after=buyer.points_balance - spend,
+            reason=f"order {order.order_id}", key=f"{key}:offset", source_ref=key,
+        )
+    if earned > 0:
+        tier_name = rules.tier(buyer.tier).name.en
+        order.earn_entry_id = await points.record_earning(
+            session, shop, buyer.id, kind="purchase", amount=earned, to_lot=to_lot,
+            balance_after=int(balance),
+            reason=f"order {order.order_id} at {tier_name} ×{multiplier.normalize()}",
+            key=f"{key}:earn", source_ref=key, earned_on=shop.local_date(order.occurred_at),
+        )
     await add_growth(
-        session, member.id, kind="purchase", source=PURCHASE, amount=growth,
+        session, buyer.id, kind="purchase", source=PURCHASE, amount=growth,
         reason=f"order {order.order_id}", key=f"{key}:growth", occurred_at=order.occurred_at,
     )
-    order.points_earned, order.growth_earned = earned, growth
-    first_purchase = member.first_purchase_at is None  # read before the UPDATE refreshes it
-    await session.execute(
-        update(Member)
-        .where(Member.id == member.id)
-        .values(
-            last_purchase_at=order.occurred_at
-            if member.last_purchase_at is None or member.last_purchase_at < order.occurred_at
-            else member.last_purchase_at,
-            first_purchase_at=member.first_purchase_at or order.occurred_at,
-        )
-    )
-    if first_purchase:
+    if outcome.changed:
+        await record_change(session, shop, buyer.id, outcome, "upgrade")
+    if first_purchase and buyer.referrer_id is not None:
+        member = await session.get(Member, buyer.id, populate_existing=True)
+        assert member is not None
         await referrals.on_first_purchase(
             session, shop, member, order.order_id, order.occurred_at
         )
-    outcome = await check_upgrade(session, shop, member.id)
-    await session.flush()
-    return await _order_receipt(session, shop, member, order, coupon_code, outcome)
-
-
-async def _order_receipt(
-    session: AsyncSession, shop: Shop, member: Member, order: Order, coupon_code: str | None,
-    outcome: TierOutcome,
-) -> OrderReceipt:
-    balance = await session.scalar(select(Member.points_balance).where(Member.id == member.id))
     standing = progress(shop, outcome.after, outcome.growth)
     return OrderReceipt(
         order_id=order.order_id,
-        member_code=member.code,
+        member_code=buyer.code,
         amount=format_money(order.amount),
         coupon_code=coupon_code,
         coupon_discount=format_money(order.coupon_discount),
@@ -323,7 +381,7 @@ async def _order_receipt(
         to_pay=format_money(order.paid),
         points_earned=order.points_earned,
         growth_earned=order.growth_earned,
-        balance=int(balance or 0),
+        balance=int(balance),
         tier=outcome.after,
         previous_tier=outcome.before,
         tier_changed=outcome.changed,

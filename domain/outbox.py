@@ -6,11 +6,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import Push
 from domain.shop import Shop
+from domain.sql import insert_unless_exists, table_of
 
 
 async def enqueue(
@@ -24,17 +24,18 @@ async def enqueue(
     marketing: bool = False,
     not_before: datetime | None = None,
 ) -> bool:
-    """Write a push unless one with the same key exists. True when written."""
-    if await session.scalar(select(Push.id).where(Push.key == key)) is not None:
-        return False
+    """Write a push unless one with the same key exists (one ``INSERT ... ON CONFLICT DO
+    NOTHING``, so racing writers of one key never fail). True when written."""
     now = shop.now()
-    session.add(
-        Push(
+    table = table_of(Push)
+    written = await session.scalar(
+        insert_unless_exists(session, table, "key")
+        .values(
             key=key, member_id=member_id, kind=kind,
             payload=json.dumps(payload, ensure_ascii=False, sort_keys=True),
             marketing=marketing, status="pending", attempts=0,
             not_before=not_before or now, created_at=now,
         )
+        .returning(table.c.id)
     )
-    await session.flush()
-    return True
+    return written is not None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import String, cast, func, insert, literal, select, update
+from sqlalchemy import String, bindparam, cast, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import InsufficientPoints, MemberNotFound
@@ -24,6 +24,7 @@ from domain.expiry import expiry_date
 from domain.models import Coupon, LedgerEntry, LotDraw, Member, Order, PointsLot, UTCDateTime
 from domain.program import Localized
 from domain.shop import Shop
+from domain.sql import table_of
 from domain.transaction import read_transaction
 
 
@@ -70,20 +71,80 @@ async def _append(
     reason: str,
     key: str,
     source_ref: str | None,
-) -> LedgerEntry:
-    entry = LedgerEntry(
-        member_id=member_id,
-        kind=kind,
-        amount=amount,
-        balance_after=balance_after,
-        reason=reason,
-        source_ref=source_ref,
-        idempotency_key=key,
-        created_at=shop.now(),
+) -> int:
+    """Insert one ledger entry (one Core statement); its id."""
+    entry_id = await session.scalar(
+        insert(table_of(LedgerEntry))
+        .values(
+            member_id=member_id, kind=kind, amount=amount, balance_after=balance_after,
+            reason=reason, source_ref=source_ref, idempotency_key=key, created_at=shop.now(),
+        )
+        .returning(table_of(LedgerEntry).c.id)
     )
-    session.add(entry)
-    await session.flush()
-    return entry
+    assert entry_id is not None
+    return int(entry_id)
+
+
+def credit_split(amount: int, debt: int) -> tuple[int, int]:
+    """How a credit of ``amount`` divides: (debt repaid first, what goes into a new lot)."""
+    repay = min(amount, debt)
+    return repay, amount - repay
+
+
+async def record_earning(
+    session: AsyncSession,
+    shop: Shop,
+    member_id: int,
+    *,
+    kind: str,
+    amount: int,
+    to_lot: int,
+    balance_after: int,
+    reason: str,
+    key: str,
+    source_ref: str | None = None,
+    earned_on: date | None = None,
+) -> int:
+    """The ledger entry and the lot of a credit whose member row the caller has already
+    updated (balance + amount, debt - the repaid part) in this transaction; the entry id."""
+    entry_id = await _append(
+        session, shop, member_id, kind=kind, amount=amount, balance_after=balance_after,
+        reason=reason, key=key, source_ref=source_ref,
+    )
+    if to_lot > 0:
+        day = earned_on or shop.today()
+        await session.execute(
+            insert(table_of(PointsLot)).values(
+                member_id=member_id, entry_id=entry_id, earned_on=day,
+                expires_on=expiry_date(day, shop.program.expiry), amount=to_lot,
+                remaining=to_lot,
+            )
+        )
+    return entry_id
+
+
+async def record_spending(
+    session: AsyncSession,
+    shop: Shop,
+    member_id: int,
+    *,
+    kind: str,
+    amount: int,
+    balance_after: int,
+    reason: str,
+    key: str,
+    source_ref: str | None = None,
+) -> int:
+    """The ledger entry and the lot draws of a spending whose guarded balance update
+    (``... WHERE points_balance >= amount``) the caller has already made; the entry id."""
+    entry_id = await _append(
+        session, shop, member_id, kind=kind, amount=-amount, balance_after=balance_after,
+        reason=reason, key=key, source_ref=source_ref,
+    )
+    taken = await _draw_lots(session, member_id, entry_id, amount, first_lot=None)
+    if taken != amount:  # the lots and the balance disagree: never let that commit
+        raise RuntimeError(f"lots of member {member_id} cover {taken}, not {amount}")
+    return entry_id
 
 
 async def earn(
@@ -102,58 +163,55 @@ async def earn(
     if amount <= 0:
         raise ValueError("earn takes a positive amount")
     balance, debt = await _lock_member(session, member_id)
-    repay = min(amount, debt)
+    repay, to_lot = credit_split(amount, debt)
     new_balance = balance + amount
     await session.execute(
         update(Member)
         .where(Member.id == member_id)
         .values(points_balance=new_balance, points_debt=debt - repay)
     )
-    entry = await _append(
-        session, shop, member_id, kind=kind, amount=amount, balance_after=new_balance,
-        reason=reason, key=key, source_ref=source_ref,
+    entry_id = await record_earning(
+        session, shop, member_id, kind=kind, amount=amount, to_lot=to_lot,
+        balance_after=new_balance, reason=reason, key=key, source_ref=source_ref,
+        earned_on=earned_on,
     )
-    day = earned_on or shop.today()
-    if amount - repay > 0:
-        session.add(
-            PointsLot(
-                member_id=member_id,
-                entry_id=entry.id,
-                earned_on=day,
-                expires_on=expiry_date(day, shop.program.expiry),
-                amount=amount - repay,
-                remaining=amount - repay,
-            )
-        )
-        await session.flush()
-    return Posting(entry.id, amount, new_balance)
+    return Posting(entry_id, amount, new_balance)
 
 
 async def _draw_lots(
     session: AsyncSession, member_id: int, entry_id: int, amount: int, *, first_lot: int | None
 ) -> int:
     """Take up to ``amount`` from the member's lots, earliest expiry first (``first_lot``
-    before all others); record the draws. Returns how much was taken."""
+    before all others); record the draws. Returns how much was taken. Three statements: the
+    lots (locked), one UPDATE run for the drawn lots, one INSERT of the draws."""
     order = [PointsLot.expires_on.is_(None), PointsLot.expires_on, PointsLot.id]
     if first_lot is not None:
         order.insert(0, (PointsLot.id == first_lot).desc())
     lots = (
-        await session.scalars(
-            select(PointsLot)
+        await session.execute(
+            select(PointsLot.id, PointsLot.remaining)
             .where(PointsLot.member_id == member_id, PointsLot.remaining > 0)
             .order_by(*order)
             .with_for_update(key_share=True)
         )
     ).all()
     taken = 0
-    for lot in lots:
+    draws: list[dict[str, int]] = []
+    for lot_id, remaining in lots:
         if taken >= amount:
             break
-        share = min(lot.remaining, amount - taken)
-        lot.remaining -= share
+        share = min(int(remaining), amount - taken)
         taken += share
-        session.add(LotDraw(entry_id=entry_id, lot_id=lot.id, amount=share))
-    await session.flush()
+        draws.append({"entry_id": entry_id, "lot_id": lot_id, "amount": share})
+    if draws:
+        table = table_of(PointsLot)
+        await session.execute(
+            update(table)
+            .where(table.c.id == bindparam("drawn_lot"))
+            .values(remaining=table.c.remaining - bindparam("drawn")),
+            [{"drawn_lot": d["lot_id"], "drawn": d["amount"]} for d in draws],
+        )
+        await session.execute(insert(table_of(LotDraw)), draws)
     return taken
 
 
@@ -183,14 +241,11 @@ async def spend(
         if balance is None:
             raise MemberNotFound(member_id=member_id)
         raise InsufficientPoints(balance=balance, needed=amount)
-    entry = await _append(
-        session, shop, member_id, kind=kind, amount=-amount, balance_after=new_balance,
+    entry_id = await record_spending(
+        session, shop, member_id, kind=kind, amount=amount, balance_after=new_balance,
         reason=reason, key=key, source_ref=source_ref,
     )
-    taken = await _draw_lots(session, member_id, entry.id, amount, first_lot=None)
-    if taken != amount:  # the lots and the balance disagree: never let that commit
-        raise RuntimeError(f"lots of member {member_id} cover {taken}, not {amount}")
-    return Posting(entry.id, -amount, new_balance)
+    return Posting(entry_id, -amount, new_balance)
 
 
 async def claw_back(
@@ -212,7 +267,7 @@ async def claw_back(
         raise ValueError("claw_back takes a positive amount")
     balance, debt = await _lock_member(session, member_id)
     new_balance = balance - amount
-    entry = await _append(
+    entry_id = await _append(
         session, shop, member_id, kind=kind, amount=-amount, balance_after=new_balance,
         reason=reason, key=key, source_ref=source_ref,
     )
@@ -221,13 +276,13 @@ async def claw_back(
         first_lot = await session.scalar(
             select(PointsLot.id).where(PointsLot.entry_id == from_entry)
         )
-    taken = await _draw_lots(session, member_id, entry.id, amount, first_lot=first_lot)
+    taken = await _draw_lots(session, member_id, entry_id, amount, first_lot=first_lot)
     await session.execute(
         update(Member)
         .where(Member.id == member_id)
         .values(points_balance=new_balance, points_debt=debt + (amount - taken))
     )
-    return Posting(entry.id, -amount, new_balance)
+    return Posting(entry_id, -amount, new_balance)
 
 
 async def give_back(
@@ -260,7 +315,7 @@ async def give_back(
     repay = min(amount, debt)
     to_lots = amount - repay
     new_balance = balance + amount
-    entry = await _append(
+    entry_id = await _append(
         session, shop, member_id, kind=kind, amount=amount, balance_after=new_balance,
         reason=reason, key=key, source_ref=source_ref,
     )
@@ -282,7 +337,7 @@ async def give_back(
         .values(points_balance=new_balance, points_debt=debt - repay)
     )
     await session.flush()
-    return Posting(entry.id, amount, new_balance)
+    return Posting(entry_id, amount, new_balance)
 
 
 async def expire_lot(
@@ -295,17 +350,17 @@ async def expire_lot(
     balance, _debt = await _lock_member(session, lot.member_id)
     amount = lot.remaining
     new_balance = balance - amount
-    entry = await _append(
+    entry_id = await _append(
         session, shop, lot.member_id, kind="expiry", amount=-amount, balance_after=new_balance,
         reason="expired", key=key, source_ref=f"lot:{lot.id}",
     )
-    session.add(LotDraw(entry_id=entry.id, lot_id=lot.id, amount=amount))
+    session.add(LotDraw(entry_id=entry_id, lot_id=lot.id, amount=amount))
     lot.remaining = 0
     await session.execute(
         update(Member).where(Member.id == lot.member_id).values(points_balance=new_balance)
     )
     await session.flush()
-    return Posting(entry.id, -amount, new_balance)
+    return Posting(entry_id, -amount, new_balance)
 
 
 @dataclass(frozen=True)

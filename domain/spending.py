@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import DomainError, MemberFrozen, MemberNotFound
-from domain.member_code import check_character, new_code, normalize_code
+from domain.growth import GrowthTotal, total_of, window_sums
+from domain.member_code import check_character, new_code, normalize_code, normalize_member_code
 from domain.members import DELETED, FROZEN, find_member
 from domain.models import Member, SpendCode
+from domain.phone import normalize_phone
 from domain.shop import Shop
 from domain.transaction import write_transaction
 
@@ -152,6 +155,84 @@ async def identify(
     if member is None or member.status == DELETED:
         raise SpendCodeUnknown(field=field)
     return TillIdentity(member, spend_code=code)
+
+
+@dataclass(frozen=True)
+class Buyer:
+    """What an order needs of the member a till named, read in one locked statement."""
+
+    id: int
+    code: str
+    status: str
+    frozen_reason: str | None
+    tier: str
+    birthday_month: int | None
+    points_balance: int
+    points_debt: int
+    referrer_id: int | None
+    first_purchase_at: datetime | None
+    last_purchase_at: datetime | None
+    growth: GrowthTotal  # the tier window's growth, up to now, before this order
+    spend_code: str | None = None  # the valid one-time spend code the till gave, if any
+
+    @property
+    def present(self) -> bool:
+        return self.spend_code is not None
+
+
+_BUYER_COLUMNS = (
+    Member.id, Member.code, Member.status, Member.frozen_reason, Member.tier,
+    Member.birthday_month, Member.points_balance, Member.points_debt, Member.referrer_id,
+    Member.first_purchase_at, Member.last_purchase_at,
+)
+
+
+async def identify_buyer(
+    session: AsyncSession, shop: Shop, query: str, *, field: str = "member"
+) -> Buyer:
+    """``identify`` for an order, in one statement per lookup: the member (by spend code,
+    member code or phone, as ``find_member`` looks them up) with the growth of the tier window,
+    the member's row locked until commit (PostgreSQL; SQLite holds the write lock already).
+    Refuses as ``identify`` does; a frozen member raises MemberFrozen."""
+    purchase, behaviour = window_sums(shop, Member.__table__.c.id, shop.now())
+    base = select(*_BUYER_COLUMNS, purchase, behaviour).with_for_update(key_share=True, of=Member)
+    spend_code = normalize_spend_code(query)
+    row: Any = None
+    if spend_code is not None:
+        row = (
+            await session.execute(
+                base.add_columns(SpendCode.used_at, SpendCode.expires_at)
+                .join(SpendCode, SpendCode.member_id == Member.id)
+                .where(SpendCode.code == spend_code)
+            )
+        ).one_or_none()
+        now = shop.now()
+        if row is None or row.status == DELETED:
+            raise SpendCodeUnknown(field=field)
+        if row.used_at is not None:
+            raise SpendCodeUsed(field=field)
+        if row.expires_at <= now:
+            raise SpendCodeExpired(field=field)
+    else:
+        code = normalize_member_code(query)
+        if code is not None:
+            row = (await session.execute(base.where(Member.code == code))).one_or_none()
+        if row is None:
+            phone = normalize_phone(query, shop.phone_region)
+            if phone is not None:
+                row = (await session.execute(base.where(Member.phone == phone))).one_or_none()
+        if row is None or row.status == DELETED:
+            raise MemberNotFound(query=query)
+    if row.status == FROZEN:
+        raise MemberFrozen(member_code=row.code, note=row.frozen_reason)
+    count = len(_BUYER_COLUMNS)
+    fields: dict[str, Any] = {
+        column.key: value for column, value in zip(_BUYER_COLUMNS, row[:count], strict=True)
+    }
+    return Buyer(
+        **fields, growth=total_of(shop, int(row[count]), int(row[count + 1])),
+        spend_code=spend_code,
+    )
 
 
 async def consume(

@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.growth import growth_total
 from domain.models import Member, TierChange
 from domain.program import Tier
 from domain.shop import Shop
+from domain.sql import table_of
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,33 @@ def progress(shop: Shop, tier_key: str, growth: int) -> TierProgress:
     return TierProgress(tier, growth, nxt, gap)
 
 
+async def record_change(
+    session: AsyncSession, shop: Shop, member_id: int, outcome: TierOutcome, reason: str
+) -> None:
+    """The tier history row of a change whose ``members.tier`` the caller has set."""
+    await session.execute(
+        insert(table_of(TierChange)).values(
+            member_id=member_id, from_tier=outcome.before, to_tier=outcome.after, reason=reason,
+            growth=outcome.growth, created_at=shop.now(),
+        )
+    )
+
+
 async def _set_tier(
     session: AsyncSession, shop: Shop, member_id: int, before: str, after: str, reason: str,
     growth: int,
 ) -> None:
     await session.execute(update(Member).where(Member.id == member_id).values(tier=after))
-    session.add(
-        TierChange(
-            member_id=member_id, from_tier=before, to_tier=after, reason=reason, growth=growth,
-            created_at=shop.now(),
-        )
-    )
-    await session.flush()
+    await record_change(session, shop, member_id, TierOutcome(before, after, growth), reason)
+
+
+def upgrade_for(shop: Shop, before: str, growth: int) -> TierOutcome:
+    """The immediate upgrade that ``growth`` earns from tier ``before`` (never a downgrade)."""
+    program = shop.program
+    reached = program.tier_for_growth(growth)
+    if program.tier_index(reached.key) > program.tier_index(before):
+        return TierOutcome(before, reached.key, growth)
+    return TierOutcome(before, before, growth)
 
 
 async def _current(session: AsyncSession, member_id: int) -> str:
@@ -71,12 +87,10 @@ async def check_upgrade(
     """Upgrade at once when the window's growth reaches a higher tier (never downgrades)."""
     before = await _current(session, member_id)
     growth = (await growth_total(session, shop, member_id)).counted
-    reached = shop.program.tier_for_growth(growth)
-    program = shop.program
-    if program.tier_index(reached.key) > program.tier_index(before):
-        await _set_tier(session, shop, member_id, before, reached.key, reason, growth)
-        return TierOutcome(before, reached.key, growth)
-    return TierOutcome(before, before, growth)
+    outcome = upgrade_for(shop, before, growth)
+    if outcome.changed:
+        await _set_tier(session, shop, member_id, before, outcome.after, reason, growth)
+    return outcome
 
 
 async def recheck_after_refund(session: AsyncSession, shop: Shop, member_id: int) -> TierOutcome:

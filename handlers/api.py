@@ -269,7 +269,7 @@ class Unauthorized(Exception):
     pass
 
 
-def _authorize(
+async def _authorize(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
@@ -286,7 +286,7 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _shop(request: Request) -> Shop:
+async def _shop(request: Request) -> Shop:
     shop: Shop = request.app.state.shop
     return shop
 

@@ -190,10 +190,16 @@ async def test_two_first_invites_at_once_end_with_one_token(
     await chat.send(message_update(INVITER, "/start", first_name="Wei"))
     code = await _code(session, INVITER)
 
+    # All four read the member (no token yet) before any of them asks for one: otherwise a
+    # fast first task may have stored its token before a slow one has even read the row.
+    everyone_read = asyncio.Barrier(4)
+
     async def token() -> str:
         async with session_factory() as own:
             member = await own.scalar(select(Member).where(Member.code == code))
             assert member is not None and member.referral_token is None
+            await own.commit()
+            await everyone_read.wait()
             return await referrals.referral_token(own, member)
 
     tokens = await asyncio.gather(*(token() for _ in range(4)))

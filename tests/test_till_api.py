@@ -129,7 +129,7 @@ async def test_refund_of_spent_points_goes_negative_and_is_repaid(
     assert refund.json()["points_taken_back"] == 300
     assert await _state(session, code) == {"balance": -297, "tier": "member", "debt": 297}
     repaid = await api.post("/api/v1/orders", json={"order_id": "C4", "member": code, "amount": "500.00"})
-    assert repaid.status_code == 201
+    assert repaid.status_code == 201, repaid.text
     assert await _state(session, code) == {"balance": 203, "tier": "member", "debt": 0}
 
 

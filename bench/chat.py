@@ -257,6 +257,7 @@ class Result:
     uploads: int = 0
     reuses: int = 0
     p99_ms: float = 0.0
+    statements: int = 0  # sent to the database (BEGIN and COMMIT included when sent as SQL)
 
     @property
     def rate(self) -> float:
@@ -314,11 +315,18 @@ async def run_project(template: Path, workdir: Path, raw: list[JsonDict], member
     database = workdir / f"project-{run_no}.db"
     copy_database(template, database)
     app, session = await start_app(database)
+    statements: list[str] = []
+
+    @sqlalchemy.event.listens_for(app.engine.sync_engine, "before_cursor_execute")
+    def _count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
     try:
         session.reset_counts()
         updates = [Update.model_validate(u, context={"bot": app.bot}) for u in raw]
         result = await timed("project", batch, updates,
                              lambda u: app.dispatcher.feed_update(app.bot, u))
+        result[0].statements = len(statements)
         unhandled = sum(r is UNHANDLED for r in result[1])
         assert unhandled == 0, f"project: {unhandled} updates unhandled"
         assert not session.unexpected, f"project: unexpected calls {session.unexpected}"
@@ -424,7 +432,8 @@ def report(args: argparse.Namespace, concurrent: list[Result], sequential: list[
     runs = ", ".join(f"{r.side} {r.rate:.0f}/s" for r in concurrent + sequential)
     print(f"all runs: {runs}")
     print(f"project per run: {project.uploads} QR uploads, {project.reuses} cards by stored "
-          f"file_id; all {args.updates} updates answered in every run")
+          f"file_id, {project.statements / project.updates:.2f} SQL statements per update; "
+          f"all {args.updates} updates answered in every run")
     print(goal("chat_ratio", ratio, ">=", 0.40))
     print(goal("chat_p99_ms", project.p99_ms, "<=", 50))
 

@@ -84,19 +84,21 @@ class CurrentMember(BaseMiddleware):
         command = _command(message) if message is not None else None
         # Staff need no membership for their own commands (handlers check it, e.g. profile).
         data["staff_command"] = command in self.staff_commands
+        growth = None
         if user is not None and not user.is_bot:
-            member = await members.member_by_telegram_id(session, user.id)
+            shop: Shop = data["shop"]
+            # One statement, no transaction left open: use cases begin their own.
+            standing = await members.standing_by_telegram_id(session, shop, user.id)
+            if standing is not None:
+                member, growth = standing.member, standing.growth
             private = chat is None or chat.type == ChatType.PRIVATE
             wrote = isinstance(event, Update) and (
                 event.message is not None or event.callback_query is not None
             )
-            if session.in_transaction():
-                await session.commit()  # end the read: use cases begin their own transactions
             if (
                 member is None and private and message is not None
                 and command != "start" and command not in self.staff_commands
             ):
-                shop: Shop = data["shop"]
                 registration = await members.register(session, shop, telegram_profile(message))
                 member = registration.member
                 if registration.created:
@@ -106,6 +108,9 @@ class CurrentMember(BaseMiddleware):
             if member is not None and wrote and private and not member.reachable:
                 await members.set_reachable(session, member, True)  # they wrote again
         data["member"] = member
+        # The member's growth over the program's window as it was read with them (None when
+        # they joined just now): handlers that show it need no second read.
+        data["growth"] = growth
         data["lang"] = member.language if member else members.language_for(
             user.language_code if user else None
         )

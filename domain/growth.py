@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, ScalarSelect, case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from domain.models import GrowthEntry
 from domain.shop import Shop
@@ -113,5 +114,35 @@ async def growth_total(
         )
     ).one()
     purchase, behaviour = int(row[0]), int(row[1])
+    cap = shop.program.growth.behaviour_share_cap_percent
+    return GrowthTotal(purchase, behaviour, counted_growth(purchase, behaviour, cap))
+
+
+def growth_window_sums(
+    shop: Shop, member_id: ColumnElement[int] | InstrumentedAttribute[int], *,
+    at: datetime | None = None,
+) -> tuple[ScalarSelect[int], ScalarSelect[int]]:
+    """Purchase and behaviour growth over the program's window ending at ``at``, as two
+    correlated scalar subqueries on ``member_id``: the same sums as ``growth_total``, to load
+    with the member in one statement (``growth_from_sums`` makes the total)."""
+    end = at or shop.now()
+    start = months_before(end, shop.program.tier_rules.window_months)
+
+    def window_sum(source: str) -> ScalarSelect[int]:
+        return (
+            select(func.coalesce(func.sum(GrowthEntry.amount), 0))
+            .where(
+                GrowthEntry.member_id == member_id,
+                GrowthEntry.source == source,
+                GrowthEntry.occurred_at > start,
+                GrowthEntry.occurred_at <= end,
+            )
+            .scalar_subquery()
+        )
+
+    return window_sum(PURCHASE), window_sum(BEHAVIOUR)
+
+
+def growth_from_sums(shop: Shop, purchase: int, behaviour: int) -> GrowthTotal:
     cap = shop.program.growth.behaviour_share_cap_percent
     return GrowthTotal(purchase, behaviour, counted_growth(purchase, behaviour, cap))

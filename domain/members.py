@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import outbox, points, referrals
 from domain.errors import InvalidPhone, MemberNotFound, NotOwnContact, PhoneTaken
-from domain.growth import growth_total
+from domain.growth import GrowthTotal, growth_from_sums, growth_total, growth_window_sums
 from domain.member_code import new_member_code, normalize_member_code
 from domain.models import FormerAccount, Member, TierChange
 from domain.phone import normalize_phone
 from domain.shop import Shop
 from domain.tiers import TierProgress, progress
-from domain.transaction import read_transaction, write_transaction
+from domain.transaction import SINGLE_READ_OPTIONS, read_transaction, write_transaction
 
 LANGUAGES = ("en", "zh")
 ACTIVE = "active"
@@ -64,6 +66,38 @@ async def was_member_before(session: AsyncSession, shop: Shop, telegram_id: int)
 
 async def member_by_telegram_id(session: AsyncSession, telegram_id: int) -> Member | None:
     return await session.scalar(select(Member).where(Member.telegram_id == telegram_id))
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A member with their growth over the program's window, read together."""
+
+    member: Member
+    growth: GrowthTotal
+
+
+async def standing_by_telegram_id(
+    session: AsyncSession, shop: Shop, telegram_id: int
+) -> Standing | None:
+    """The member and their growth in one statement, outside any transaction of the caller's:
+    it runs as a single read (no BEGIN or COMMIT) and leaves the session with none open."""
+    if session.in_transaction():
+        await session.commit()  # nothing pending: only reads come before a use case
+    await session.connection(execution_options=SINGLE_READ_OPTIONS)
+    purchase, behaviour = growth_window_sums(shop, Member.id)
+    try:
+        row = (
+            await session.execute(
+                select(Member, purchase, behaviour).where(Member.telegram_id == telegram_id)
+            )
+        ).first()
+    except BaseException:
+        await session.rollback()
+        raise
+    await session.commit()
+    if row is None:
+        return None
+    return Standing(row[0], growth_from_sums(shop, int(row[1]), int(row[2])))
 
 
 async def find_member(session: AsyncSession, shop: Shop, code_or_phone: str) -> Member:
@@ -203,10 +237,14 @@ class MemberCard:
     language: str
 
 
-async def member_card(session: AsyncSession, shop: Shop, member: Member) -> MemberCard:
-    """Everything the card's caption shows. ``member`` is the row loaded for this update."""
-    async with read_transaction(session):
-        growth = await growth_total(session, shop, member.id)
+async def member_card(
+    session: AsyncSession, shop: Shop, member: Member, growth: GrowthTotal | None = None
+) -> MemberCard:
+    """Everything the card's caption shows. ``member`` is the row loaded for this update, and
+    ``growth`` its growth when it was read with it (``standing_by_telegram_id``)."""
+    if growth is None:
+        async with read_transaction(session):
+            growth = await growth_total(session, shop, member.id)
     return MemberCard(
         frozen=member.status == FROZEN,
         name=member.display_name,
@@ -222,6 +260,24 @@ async def remember_card_file(session: AsyncSession, member: Member, file_id: str
     """The card image is uploaded once; later cards reuse Telegram's file_id."""
     async with write_transaction(session):
         member.card_file_id = file_id
+
+
+async def remember_card_files(session: AsyncSession, files: Mapping[int, str]) -> None:
+    """``remember_card_file`` for many members at once (member id -> file_id), in one
+    statement: first cards shown together are stored in one write. Never for a member who
+    has left meanwhile."""
+    if not files:
+        return
+    table = cast(Table, Member.__table__)
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("member_id"), table.c.status != DELETED)
+        .values(card_file_id=bindparam("file_id"))
+    )
+    async with write_transaction(session):
+        await session.execute(
+            statement, [{"member_id": m, "file_id": f} for m, f in files.items()]
+        )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 # Read by the engine's "begin" hook: on SQLite such a transaction starts with BEGIN IMMEDIATE,
 # taking the write lock up front instead of failing to upgrade a read lock under load.
 WRITE_OPTIONS = {"companion_write": True}
+# A transaction of exactly one read statement: the engine runs it without BEGIN and COMMIT (a
+# lone statement is atomic by itself: SQLite's autocommit mode, PostgreSQL's autocommit),
+# saving their round trips.
+SINGLE_READ_OPTIONS = {"companion_single_read": True}
 
 
 # Engines whose writers queue in-process before BEGIN (SQLite: one writer at a time anyway;

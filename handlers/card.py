@@ -12,6 +12,7 @@ from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import members, spending
+from domain.growth import GrowthTotal
 from domain.models import Member
 from domain.shop import Shop
 from handlers.callbacks import SpendCodeAsk
@@ -21,24 +22,81 @@ from handlers.media import qr_png
 from handlers.texts import Texts
 
 
-async def card(
-    message: Message, session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str
-) -> None:
-    view = await members.member_card(session, shop, member)
-    caption = texts.render(lang, "card_caption", card=view)
-    # A frozen member's points cannot be used at the till: no button to try.
-    markup: InlineKeyboardMarkup | None = None if view.frozen else card_actions(texts, lang)
-    if member.card_file_id:
+class CardUploads:
+    """The card image is uploaded once per member, then sent by Telegram's file_id. A /card
+    sent while the member's first card is still uploading waits for that upload and reuses
+    its file_id instead of uploading the same image again."""
+
+    KEEP = 1_000  # uploads remembered after they finished (see below)
+
+    def __init__(self) -> None:
+        # member code -> its upload, under way or finished lately: a /card that loaded the
+        # member just before the file_id was stored still finds it here.
+        self.uploads: dict[str, asyncio.Future[str | None]] = {}
+        # File ids waiting to be stored (member id -> file_id), written together: first cards
+        # shown at the same time cost one turn at the database's writer, not one each.
+        self.unsaved: dict[int, str] = {}
+        self.saved: asyncio.Future[None] | None = None  # when the waiting ones are stored
+        self.saving = asyncio.Lock()
+
+    async def card(
+        self, message: Message, session: AsyncSession, shop: Shop, texts: Texts,
+        member: Member, lang: str, growth: GrowthTotal | None = None,
+    ) -> None:
+        view = await members.member_card(session, shop, member, growth)
+        caption = texts.render(lang, "card_caption", card=view)
+        # A frozen member's points cannot be used at the till: no button to try.
+        markup: InlineKeyboardMarkup | None = None if view.frozen else card_actions(texts, lang)
+        file_id = member.card_file_id
+        if file_id is None and member.code in self.uploads:
+            file_id = await asyncio.shield(self.uploads[member.code])
+        if file_id:
+            try:
+                await message.answer_photo(file_id, caption=caption, reply_markup=markup)
+                return
+            except TelegramBadRequest:
+                pass  # the file_id is no longer valid (e.g. another bot token): upload again
+        uploaded: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.uploads[member.code] = uploaded
+        self._forget_old()
+        file_id = None
         try:
-            await message.answer_photo(member.card_file_id, caption=caption, reply_markup=markup)
-            return
-        except TelegramBadRequest:
-            pass  # the file_id is no longer valid (e.g. another bot token): upload again
-    png = await asyncio.to_thread(qr_png, member.code)  # ~10 ms of CPU: off the event loop
-    photo = BufferedInputFile(png, filename=f"card-{member.code}.png")
-    sent = await message.answer_photo(photo, caption=caption, reply_markup=markup)
-    if sent.photo:
-        await members.remember_card_file(session, member, sent.photo[-1].file_id)
+            png = await asyncio.to_thread(qr_png, member.code)  # CPU work: off the event loop
+            photo = BufferedInputFile(png, filename=f"card-{member.code}.png")
+            sent = await message.answer_photo(photo, caption=caption, reply_markup=markup)
+            file_id = sent.photo[-1].file_id if sent.photo else None
+        finally:
+            uploaded.set_result(file_id)  # None: whoever waited uploads themselves
+            if file_id is None and self.uploads.get(member.code) is uploaded:
+                del self.uploads[member.code]
+        if file_id:
+            await self.remember(session, member.id, file_id)
+
+    async def remember(self, session: AsyncSession, member_id: int, file_id: str) -> None:
+        """Store a card's file_id with every other one waiting (group commit): whoever gets
+        the turn writes them all; the others find theirs written."""
+        self.unsaved[member_id] = file_id
+        if self.saved is None:
+            self.saved = asyncio.get_running_loop().create_future()
+        saved = self.saved
+        async with self.saving:
+            if saved.done():
+                return saved.result()  # an earlier turn stored it (or raises its error)
+            batch, self.unsaved, self.saved = self.unsaved, {}, None
+            try:
+                await members.remember_card_files(session, batch)
+            except BaseException as error:
+                saved.set_exception(error)
+                saved.exception()  # retrieved: the others raise it, nobody logs it as lost
+                raise
+            saved.set_result(None)
+
+    def _forget_old(self) -> None:
+        while len(self.uploads) > self.KEEP:
+            oldest = next(iter(self.uploads))
+            if not self.uploads[oldest].done():
+                break
+            del self.uploads[oldest]
 
 
 async def pay_with_points(
@@ -64,7 +122,8 @@ async def pay_with_points(
 
 def build_router() -> Router:
     router = Router(name=__name__)
+    uploads = CardUploads()  # one per app: the uploads under way in this process
     router.callback_query.register(pay_with_points, SpendCodeAsk.filter())
-    router.message.register(card, Command("card"))
-    router.message.register(card, MenuButton("menu_card"))
+    router.message.register(uploads.card, Command("card"))
+    router.message.register(uploads.card, MenuButton("menu_card"))
     return router

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import members
 from domain.models import Member
+from handlers.filters import Matches
 
 
 async def status_changed(
@@ -22,5 +23,5 @@ async def status_changed(
 
 def build_router() -> Router:
     router = Router(name=__name__)
-    router.my_chat_member.register(status_changed, F.chat.type == "private")
+    router.my_chat_member.register(status_changed, Matches(F.chat.type == "private"))
     return router

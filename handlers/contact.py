@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain import members
 from domain.models import Member
 from domain.shop import Shop
+from handlers.filters import Matches
 from handlers.keyboards import main_menu
 from handlers.texts import Texts
 
@@ -31,5 +32,5 @@ async def contact(
 
 def build_router() -> Router:
     router = Router(name=__name__)
-    router.message.register(contact, F.contact)
+    router.message.register(contact, Matches(F.contact))
     return router

@@ -7,6 +7,7 @@ from aiogram.enums import ChatType
 from aiogram.filters import Filter
 from aiogram.types import CallbackQuery, Message
 
+from handlers.filters import Matches
 from handlers.texts import Texts
 
 
@@ -34,8 +35,8 @@ async def button_elsewhere(query: CallbackQuery, texts: Texts, lang: str) -> Non
 
 def build_router() -> Router:
     router = Router(name=__name__)
-    router.message.filter(F.chat.type != ChatType.PRIVATE)
-    router.message.register(pointer, F.text.startswith("/") | F.new_chat_members)
+    router.message.filter(Matches(F.chat.type != ChatType.PRIVATE))
+    router.message.register(pointer, Matches(F.text.startswith("/") | F.new_chat_members))
     router.message.register(ignore)
     # Before every other router (handlers.build_router): no callback outside a private chat
     # reaches a handler that acts.

@@ -23,7 +23,7 @@ from domain.models import Member
 from domain.shop import Shop
 from handlers.callbacks import InviteView
 from handlers.editing import edit_in_place
-from handlers.filters import MenuButton
+from handlers.filters import Matches, MenuButton
 from handlers.media import qr_png
 from handlers.texts import Texts
 
@@ -91,6 +91,6 @@ def build_router() -> Router:
     router.callback_query.register(
         switch_view,
         InviteView.filter(F.view.in_((LINK, LEADERBOARD))),
-        F.message.chat.type == ChatType.PRIVATE,
+        Matches(F.message.chat.type == ChatType.PRIVATE),
     )
     return router

@@ -45,7 +45,7 @@ DAYS_PER_ROW = 7
 _LEAP_YEAR = 2000  # the day buttons of February include the 29th
 
 
-def _member_known(
+async def _member_known(
     _: Message | CallbackQuery, member: Member | None = None, staff_command: bool = False
 ) -> bool:
     return member is not None or staff_command  # /setbirthday needs no membership

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain import members
 from domain.models import Member
 from domain.shop import Shop
+from handlers.filters import Matches
 from handlers.keyboards import main_menu
 from handlers.staff import IsStaff
 from handlers.texts import Texts
@@ -75,7 +76,7 @@ async def no_sender(message: Message) -> None:
     """A private message without a sender (a channel-style update): nobody to answer."""
 
 
-def _not_a_member(_: Message | CallbackQuery, member: Member | None = None) -> bool:
+async def _not_a_member(_: Message | CallbackQuery, member: Member | None = None) -> bool:
     return member is None
 
 
@@ -96,7 +97,8 @@ def staff_commands(router: Router) -> frozenset[str]:
 def build_router() -> Router:
     router = Router(name=__name__)
     router.message.register(
-        no_sender, F.chat.type == ChatType.PRIVATE, F.from_user.is_(None), _not_a_member
+        no_sender, Matches((F.chat.type == ChatType.PRIVATE) & F.from_user.is_(None)),
+        _not_a_member,
     )
     router.message.register(start, CommandStart())
     router.callback_query.register(join_first, _not_a_member)

@@ -7,7 +7,7 @@ from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.analytics import Period, build_report
+from domain.analytics import Period, build_report, cost_report
 from domain.jobs import AdminNotice, JobReport
 from domain.models import JobRun
 from domain.shop import Shop
@@ -41,7 +41,8 @@ async def run_red_line_alert(
         if sent is not None and sent.occasion == month:
             await session.commit()
             return job
-        report = await build_report(session, shop, Period(today.replace(day=1), today))
+        # The cost figures only: the full report's member pass is for the monthly report.
+        report = await cost_report(session, shop, Period(today.replace(day=1), today))
         await session.commit()
         if not report.cost.over:
             return job

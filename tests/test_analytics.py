@@ -3,6 +3,7 @@ worked out by hand; on SQLite, and on PostgreSQL when TEST_DATABASE_URL is set."
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from domain.analytics import (
     Period,
     PushFigures,
     build_report,
+    cost_report,
     monthly_history,
     tier_discount_estimate,
 )
@@ -137,3 +139,15 @@ def test_periods() -> None:
     assert Period.months_to(date(2026, 3, 9), 3) == Period(date(2026, 1, 1), date(2026, 3, 31))
     with pytest.raises(ValueError):
         Period(date(2026, 3, 2), date(2026, 3, 1))
+
+
+async def test_the_red_line_watch_counts_the_cost_like_the_report(
+    session: AsyncSession, shop: Shop, clock: FixedClock
+) -> None:
+    await build_history(session, shop, clock)
+    full = await build_report(session, shop, FEBRUARY)
+    light = await cost_report(session, shop, FEBRUARY)
+    await session.commit()
+    assert light.period == FEBRUARY
+    assert light.cost == dataclasses.replace(full.cost, benefits=[])
+    assert light.cost.total > 0 and light.cost.revenue > 0  # the history has both

@@ -191,7 +191,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a cap on connections and a deadline for headers."""
+    """uvicorn's h11 protocol with a cap on connections and a deadline for headers.
+
+    At the cap, a new connection makes room by closing the connection that has waited
+    longest for its headers, trickled ones first (what a slow-headers flood holds), and is
+    itself closed only when every connection is busy with a request: a till or a member
+    connecting during a flood gets in."""
 
     max_connections = HttpLimits.max_connections
     header_seconds = HttpLimits.header_seconds
@@ -207,16 +212,39 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._waiting_since = 0.0  # when it began waiting for a request's headers
+        self._trickled = False  # bytes came, but not yet a whole request line and headers
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > self.max_connections and not self._make_room():
             transport.abort()  # at once: the descriptor is free again for someone else
             return
         self._arm_header_deadline()
 
+    def _make_room(self) -> bool:
+        """Close the connection waiting longest for headers (trickled ones first)."""
+        waiting = [
+            c for c in self.connections
+            if isinstance(c, GuardedH11Protocol) and c is not self
+            and c._header_deadline is not None
+        ]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda c: (not c._trickled, c._waiting_since))
+        victim._cancel_header_deadline()
+        victim.transport.abort()
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_deadline is not None:
+            self._trickled = True
+        super().data_received(data)
+
     def _arm_header_deadline(self) -> None:
         self._cancel_header_deadline()
+        self._waiting_since = self.loop.time()
+        self._trickled = False
         self._header_deadline = self.loop.call_later(self.header_seconds, self._headers_too_slow)
 
     def _cancel_header_deadline(self) -> None:

@@ -198,3 +198,31 @@ def test_the_members_share_is_kept_out_of_the_pool(tmp_path) -> None:  # type: i
 
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
     assert _till_share(engine, 5) == 10  # the default pool: 5 + 10 connections, 5 for members
+
+
+async def test_at_the_cap_a_newcomer_gets_in_and_a_trickling_connection_makes_room(
+    server: str,
+) -> None:
+    host, port = server.split(":")
+    slow = []
+    for _ in range(LIMITS.max_connections):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /api/v1/orders HTTP/1.1\r\nHo")  # headers trickling in
+        slow.append((reader, writer))
+    try:
+        await asyncio.sleep(0.05)
+        # A till that connects now, with every slot held, is answered at once.
+        async with httpx.AsyncClient(base_url=f"http://{server}") as client:
+            health = await client.get("/healthz")
+        assert health.status_code == 200
+        evicted = 0
+        for reader, _writer in slow:
+            try:
+                if await asyncio.wait_for(reader.read(), 0.02) == b"":
+                    evicted += 1
+            except (TimeoutError, ConnectionResetError):
+                evicted += isinstance(reader.exception(), ConnectionResetError)
+        assert evicted >= 1  # the oldest trickler made room
+    finally:
+        for _reader, writer in slow:
+            writer.close()

@@ -11,7 +11,7 @@ from aiogram.filters import Command
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import members, spending
+from domain import members, plus, spending
 from domain.models import Member
 from domain.shop import Shop
 from handlers.callbacks import SpendCodeAsk
@@ -25,7 +25,8 @@ async def card(
     message: Message, session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str
 ) -> None:
     view = await members.member_card(session, shop, member)
-    caption = texts.render(lang, "card_caption", card=view)
+    badge = plus.is_active(member.plus_state, member.plus_until, shop.now())
+    caption = texts.render(lang, "card_caption", card=view, plus=badge)
     # A frozen member's points cannot be used at the till: no button to try.
     markup: InlineKeyboardMarkup | None = None if view.frozen else card_actions(texts, lang)
     if member.card_file_id:

@@ -200,8 +200,6 @@ async def checkout_refusal(
         return "not_member"
     if member_of_payload(payload) != member.id:
         return "not_member"
-    if currency != CURRENCY or total != shop.program.plus.price_stars:
-        return "price_changed"
     try:
         _may_buy(shop, member)
     except PlusUnavailable:
@@ -210,6 +208,8 @@ async def checkout_refusal(
         return "frozen"
     except PlusAlreadyActive:
         return "already_active"
+    if currency != CURRENCY or total != shop.program.plus.price_stars:
+        return "price_changed"
     return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -22,9 +23,11 @@ from bot.app import App
 from bot.settings import DEFAULT_PROGRAM_FILE
 from domain.clock import FixedClock
 from domain.models import Coupon, Member, Push, StarPayment
+from domain.orders import points_multiplier
+from domain.plus import extra_multiplier
 from domain.program import Program, load_program
 from domain.schedule import run_job
-from handlers.callbacks import PlusAction
+from handlers.callbacks import PlusAction, StatsView
 from tests.conftest import ADMIN_ID, STAFF_ID, Conversation
 from tests.fake_telegram import (
     FakeTelegram,
@@ -32,6 +35,7 @@ from tests.fake_telegram import (
     pre_checkout_update,
     successful_payment_update,
 )
+from tests.test_order_statements import counting
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "plus_program.toml"
 ANN = 4201
@@ -121,7 +125,7 @@ async def test_plus_shows_the_offer_and_join_sends_a_stars_subscription_invoice(
     await chat.send(message_update(ANN, "/plus"))
     text = _texts(fake_telegram)[-1]
     assert "PLUS membership" in text and "250 Stars every 30 days" in text
-    assert "×1.5 points" in text and "CN¥10 off orders of CN¥50 or more" in text
+    assert "×1.5 points" in text and "2 × CN¥10 off orders of CN¥50 or more" in text
     assert "Free two-way returns" in text and "30 days free, once" in text
     labels = [b["text"] for b in _buttons(fake_telegram)]
     assert labels == ["⭐ Join PLUS · 250 Stars / 30 days", "🎁 Start the free 30-day trial"]
@@ -394,3 +398,51 @@ async def test_plus_is_not_sold_when_the_program_leaves_it_off(
     await chat.send(pre_checkout_update(ANN, f"plus:{member.id}", PRICE))
     answer = fake_telegram.calls_of("answerPreCheckoutQuery")[-1].params
     assert answer["error_message"] == "PLUS is not offered at the moment."
+
+
+async def test_the_shop_sees_plus_stars_members_and_trial_conversion(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+    clock: FixedClock,
+) -> None:
+    ann = await _join(chat, session)
+    lan = await _join(chat, session, user=4202, lang="zh")
+    await _join(chat, session, user=4203)
+    for user in (ANN, 4202, 4203):  # three trials
+        await chat.send(fake_telegram.press(user, PlusAction(action="trial").pack()))
+    await _pay(chat, ann, "ch-a", expires_at=_expiry(clock))
+    await _pay(chat, lan, "ch-b", user=4202, expires_at=_expiry(clock))
+    await chat.send(message_update(ADMIN_ID, "/plusrefund ch-b asked for it"))
+    await chat.send(
+        fake_telegram.press(ADMIN_ID, StatsView(view="sales", period="this").pack())
+    )
+    sales = fake_telegram.calls_of("editMessageText")[-1].params["text"]
+    assert "Stars taken: ⭐ 250 from 2 payments (1 refunded)\nMembers" in sales
+    assert "Members with PLUS now: 2 (1 paying)" in sales  # Ann paid, the third on trial
+    assert "Trials that became payments: 2 of 3 (66.6%)" in sales
+
+
+async def test_an_order_with_plus_takes_no_more_statements(
+    app: App, api: httpx.AsyncClient, chat: Conversation, session: AsyncSession,
+    clock: FixedClock,
+) -> None:
+    member = await _join(chat, session)
+    await _pay(chat, member, "ch-1", expires_at=_expiry(clock))
+    await api.post(
+        "/api/v1/orders", json={"order_id": "S0", "member": member.code, "amount": "1.00"}
+    )
+    with counting(app) as statements:
+        placed = await api.post(
+            "/api/v1/orders", json={"order_id": "S1", "member": member.code, "amount": "120.00"}
+        )
+    assert placed.json()["points_earned"] == 180  # 120 × 1.5
+    assert len(statements) <= 8, "\n".join(statements)  # as without PLUS: read with the member
+
+
+def test_plus_multiplies_with_the_tier_and_the_member_day(app: App, clock: FixedClock) -> None:
+    shop = app.shop
+    member_day = clock.now().replace(day=18)
+    assert points_multiplier(shop, "gold", None, member_day) == Decimal("3.0")
+    factor = extra_multiplier(shop, "paid", member_day + timedelta(days=1), member_day)
+    assert points_multiplier(shop, "gold", None, member_day, factor) == Decimal("4.5")
+    ended = extra_multiplier(shop, "paid", member_day, member_day)
+    assert ended == 1 and extra_multiplier(shop, "none", None, member_day) == 1

@@ -85,7 +85,8 @@ PAID_BROADCAST_RATE = 1000.0  # Telegram's limit with allow_paid_broadcast
 # Caused by the member's own action a moment ago, or a change of their account that the till
 # and the chat already show (frozen, active again): expected at any hour.
 UNQUIET_KINDS = frozenset(
-    {"receipt", "refund", "referral_reward", "account_frozen", "account_unfrozen"}
+    {"receipt", "refund", "referral_reward", "account_frozen", "account_unfrozen",
+     "plus_activated", "plus_renewed", "plus_refunded"}
 )
 
 T = TypeVar("T")

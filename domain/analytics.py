@@ -55,6 +55,7 @@ from domain.models import (
     PointsLot,
     Push,
     Refund,
+    StarPayment,
     UTCDateTime,
 )
 from domain.money import MINOR_PER_UNIT
@@ -254,6 +255,21 @@ class PushFigures:
 
 
 @dataclass(frozen=True)
+class PlusFigures:
+    """PLUS, the paid membership: Stars taken in the period (refunds of the period's
+    payments taken off), members with PLUS now, and how many trials turned into payment."""
+
+    stars: int
+    payments: int
+    refunded: int  # payments of the period refunded since
+    active: int  # trial or paid, now
+    paid_active: int
+    trials: int  # members who ever started the trial
+    converted: int  # of them, members who ever paid
+    conversion: Decimal | None
+
+
+@dataclass(frozen=True)
 class Report:
     period: Period
     generated_at: datetime
@@ -264,6 +280,7 @@ class Report:
     cost: CostFigures
     engagement: EngagementFigures
     pushes: list[PushFigures]
+    plus: PlusFigures | None = None  # when the program sells PLUS
 
 
 @dataclass(frozen=True)
@@ -775,6 +792,42 @@ async def build_report(
             reviews=int(behaviour.get("review", 0)), shares=int(behaviour.get("share", 0)),
         ),
         pushes=pushes,
+        plus=await _plus(session, shop, start, end) if program.plus.enabled else None,
+    )
+
+
+async def _plus(session: AsyncSession, shop: Shop, start: datetime, end: datetime) -> PlusFigures:
+    """Two set-based reads: the period's Stars payments, and members' PLUS now."""
+    paid = (
+        await session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((StarPayment.status == "paid", StarPayment.stars),
+                                            else_=0)), 0),
+                func.coalesce(func.sum(case((StarPayment.status == "paid", 0), else_=1)), 0),
+            ).where(StarPayment.created_at >= utc(start), StarPayment.created_at < utc(end))
+        )
+    ).one()
+    now = shop.now()
+    ever_paid = select(StarPayment.id).where(StarPayment.member_id == Member.id).exists()
+    on = (Member.plus_state != "none") & (Member.plus_until > now)
+    members = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(case((on, 1), else_=0)), 0),
+                func.coalesce(func.sum(case((on & (Member.plus_state == "paid"), 1), else_=0)), 0),
+                func.coalesce(func.sum(case((Member.plus_trial_used, 1), else_=0)), 0),
+                func.coalesce(
+                    func.sum(case((Member.plus_trial_used & ever_paid, 1), else_=0)), 0
+                ),
+            )
+        )
+    ).one()
+    trials, converted = int(members[2]), int(members[3])
+    return PlusFigures(
+        stars=int(paid[1]), payments=int(paid[0]), refunded=int(paid[2]),
+        active=int(members[0]), paid_active=int(members[1]), trials=trials,
+        converted=converted, conversion=rate(converted, trials),
     )
 
 

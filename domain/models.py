@@ -97,9 +97,20 @@ class Member(Base):
     first_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # PLUS, the paid membership (domain/plus.py): none | trial | paid, on until plus_until;
+    # a cancelled subscription keeps PLUS to the end of the paid period.
+    plus_state: Mapped[str] = mapped_column(String(8), default="none", server_default="none")
+    plus_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    plus_trial_used: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    plus_cancelled: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
 
     __table_args__ = (
         CheckConstraint("points_debt >= 0", name="debt_not_negative"),
+        Index("ix_members_plus", "plus_state", "plus_until"),
         Index("ix_members_birthday", "birthday_month", "birthday_day"),
         Index("ix_members_created_at", "created_at"),
     )
@@ -380,3 +391,22 @@ class SpendCode(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     order_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class StarPayment(Base):
+    """One Telegram Stars payment for PLUS (first or renewal), kept for the shop's accounts;
+    Telegram's charge id makes a payment delivered twice count once."""
+
+    __tablename__ = "star_payments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    stars: Mapped[int] = mapped_column(Integer)
+    charge_id: Mapped[str] = mapped_column(String(128), unique=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    is_recurring: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(12), default="paid")  # paid | refunded
+    refund_reason: Mapped[str | None] = mapped_column(String(255))
+    refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

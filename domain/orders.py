@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import coupons, outbox, points, referrals, spending
+from domain import coupons, outbox, plus, points, referrals, spending
 from domain.errors import (
     DomainError,
     IdempotencyConflict,
@@ -37,6 +37,7 @@ from domain.tiers import progress, recheck_after_refund, record_change, upgrade_
 from domain.transaction import write_transaction
 
 CLOCK_SKEW = timedelta(minutes=5)
+PLUS_MARK = " with PLUS"  # ends a purchase entry's reason when PLUS multiplied its points
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,12 @@ def max_offset_points(shop: Shop, amount: int, balance: int) -> int:
 
 
 def points_multiplier(
-    shop: Shop, tier: str, birthday_month: int | None, at: datetime
+    shop: Shop, tier: str, birthday_month: int | None, at: datetime,
+    plus_factor: Decimal = Decimal(1),
 ) -> Decimal:
     """Tier multiplier × the best promotion of the day (member day or birthday month;
-    promotions do not stack)."""
+    promotions do not stack) × PLUS's factor while the member has PLUS (``plus_factor``,
+    from ``domain.plus.extra_multiplier``)."""
     rules = shop.program.points
     local = at.astimezone(shop.tz)
     promotion = Decimal(1)
@@ -131,7 +134,7 @@ def points_multiplier(
         promotion = max(promotion, rules.member_day_multiplier)
     if birthday_month == local.month:
         promotion = max(promotion, rules.birthday_month_multiplier)
-    return shop.program.tier(tier).points_multiplier * promotion
+    return shop.program.tier(tier).points_multiplier * promotion * plus_factor
 
 
 def purchase_points(shop: Shop, paid: int, multiplier: Decimal) -> int:
@@ -153,13 +156,17 @@ def _order_fingerprint(shop: Shop, request: OrderRequest) -> Fingerprint:
     )
 
 
-def _receipt_push(shop: Shop, receipt: OrderReceipt, order: Order) -> dict[str, object]:
+def _receipt_push(
+    shop: Shop, receipt: OrderReceipt, order: Order, plus_factor: Decimal
+) -> dict[str, object]:
     """The receipt push: the receipt, with its local day and its money in minor units for
-    the templates to format in the member's language and the shop's currency."""
+    the templates to format in the member's language and the shop's currency, and PLUS's
+    factor when it multiplied the points."""
     return asdict(receipt) | {
         "day": shop.local_date(order.occurred_at).isoformat(),
         "amount_minor": order.amount, "coupon_discount_minor": order.coupon_discount,
         "points_offset_minor": order.offset, "paid_minor": order.paid,
+        "plus_multiplier": str(plus_factor.normalize()) if plus_factor != 1 else None,
     }
 
 
@@ -245,9 +252,13 @@ async def place_order(
                     spend_entry_id=order.spend_entry_id, response=receipt.to_json(),
                 )
             )
+            plus_factor = plus.extra_multiplier(
+                shop, buyer.plus_state, buyer.plus_until, order.occurred_at
+            )
             await outbox.enqueue(
                 session, shop, member_id=buyer.id, kind="receipt",
-                key=f"receipt:{order.order_id}", payload=_receipt_push(shop, receipt, order),
+                key=f"receipt:{order.order_id}",
+                payload=_receipt_push(shop, receipt, order, plus_factor),
             )
             return Outcome(receipt, replayed=False)
 
@@ -301,7 +312,12 @@ async def _fill_order(
         after_coupon -= order.offset
     order.paid = after_coupon
 
-    multiplier = points_multiplier(shop, buyer.tier, buyer.birthday_month, order.occurred_at)
+    plus_factor = plus.extra_multiplier(
+        shop, buyer.plus_state, buyer.plus_until, order.occurred_at
+    )
+    multiplier = points_multiplier(
+        shop, buyer.tier, buyer.birthday_month, order.occurred_at, plus_factor
+    )
     earned = purchase_points(shop, order.paid, multiplier)
     growth = order.paid * rules.growth.per_currency_unit // MINOR_PER_UNIT
     order.points_earned, order.growth_earned = earned, growth
@@ -354,7 +370,8 @@ async def _fill_order(
         order.earn_entry_id = await points.record_earning(
             session, shop, buyer.id, kind="purchase", amount=earned, to_lot=to_lot,
             balance_after=int(balance),
-            reason=f"order {order.order_id} at {tier_name} ×{multiplier.normalize()}",
+            reason=f"order {order.order_id} at {tier_name} ×{multiplier.normalize()}"
+            + (PLUS_MARK if plus_factor != 1 else ""),
             key=f"{key}:earn", source_ref=key, earned_on=shop.local_date(order.occurred_at),
         )
     await add_growth(

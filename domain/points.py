@@ -500,8 +500,9 @@ SOON_DAYS = 30
 ORDER_REF = "order:"
 COUPON_REF = "coupon:"
 REWARD_SOURCE = "reward:"
-# The reason orders.py writes on purchase points: "order <id> at <tier> ×<multiplier>".
-_PURCHASE_REASON = re.compile(r" at (?P<tier>.+) ×(?P<multiplier>[0-9.]+)$")
+# The reason orders.py writes on purchase points: "order <id> at <tier> ×<multiplier>", and
+# " with PLUS" after it when the member's PLUS multiplied them.
+_PURCHASE_REASON = re.compile(r" at (?P<tier>.+) ×(?P<multiplier>[0-9.]+)(?P<plus> with PLUS)?$")
 
 
 @dataclass(frozen=True)
@@ -526,6 +527,7 @@ class LedgerLine:
     reward_name: Localized | None = None
     tier_name: Localized | None = None
     multiplier: Decimal | None = None
+    plus: bool = False  # the member's PLUS multiplied this purchase's points
 
 
 @dataclass(frozen=True)
@@ -600,11 +602,12 @@ async def describe_entries(
         tier_name, multiplier = (
             _tier_of(shop, entry.reason) if entry.kind == "purchase" else (None, None)
         )
+        with_plus = entry.kind == "purchase" and entry.reason.endswith(" with PLUS")
         lines.append(
             LedgerLine(
                 kind=entry.kind, amount=entry.amount, day=shop.local_date(entry.created_at),
                 purchase=purchase, reward_name=rewards.get(ref.removeprefix(COUPON_REF)),
-                tier_name=tier_name, multiplier=multiplier,
+                tier_name=tier_name, multiplier=multiplier, plus=with_plus,
             )
         )
     return lines

@@ -173,6 +173,29 @@ class BenefitRules(_Strict):
     cost_red_line_percent: int = Field(default=8, ge=0, le=100)
 
 
+class PlusRules(_Strict):
+    """PLUS, the paid membership sold as a monthly Telegram Stars subscription. Off unless
+    ``enabled``; tiers and growth are untouched (PLUS is bought, tiers are earned)."""
+
+    enabled: bool = False
+    # Stars per 30 days (Telegram's subscription period); Telegram caps a subscription's price.
+    price_stars: int = Field(default=0, ge=0, le=10000)
+    # A free trial once in a member's lifetime: 0 (none) or 30 days.
+    trial_days: Literal[0, 30] = 0
+    # Multiplied with the tier's multiplier (and the day's promotion) on purchase points.
+    points_multiplier: Decimal = Field(default=Decimal(1), ge=1, le=10)
+    # Coupon template keys issued once per paid period (a key twice gives two coupons).
+    coupon_pack: list[str] = []
+    # Shown on /plus and /benefits, not enforced by the bot (free returns, ...).
+    services: LocalizedList = LocalizedList(en=[], zh=[])
+
+    @model_validator(mode="after")
+    def _priced(self) -> PlusRules:
+        if self.enabled and self.price_stars < 1:
+            raise ValueError("price_stars must be at least 1 when PLUS is enabled")
+        return self
+
+
 class Program(_Strict):
     currency: str = Field(min_length=3, max_length=3)
     tiers: list[Tier] = Field(min_length=1)
@@ -185,6 +208,7 @@ class Program(_Strict):
     rewards: list[Reward]
     lifecycle: LifecycleRules
     benefits: BenefitRules = BenefitRules()
+    plus: PlusRules = PlusRules()
 
     @model_validator(mode="after")
     def _consistent(self) -> Program:
@@ -201,6 +225,10 @@ class Program(_Strict):
         for reward in self.rewards:
             if reward.min_tier is not None and reward.min_tier not in keys:
                 raise ValueError(f"rewards: {reward.key!r} names unknown min_tier")
+        templates = {c.key for c in self.coupons.templates}
+        for key in self.plus.coupon_pack:
+            if key not in templates:
+                raise ValueError(f"plus.coupon_pack: unknown coupon template {key!r}")
         if self.lifecycle.callback_min_tier not in keys:
             raise ValueError("lifecycle.callback_min_tier: unknown tier")
         return self

@@ -7,7 +7,7 @@ from datetime import date
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain import analytics_jobs, birthdays, lifecycle, reminders, tier_jobs
+from domain import analytics_jobs, birthdays, lifecycle, plus, reminders, tier_jobs
 from domain.jobs import Job, JobReport, Plan, Runner, apply_plan
 from domain.models import Coupon, PointsLot
 from domain.points import expire_batch
@@ -92,6 +92,10 @@ JOBS: dict[str, Job] = {
             "month", 9, 0, day=1, run=tier_jobs.run_postponed_reviews),
         Job("monthly_report", "last month's figures to every admin", "month", 9, 0, day=1,
             run=analytics_jobs.run_monthly_report),
+        Job("plus_expiry", "PLUS whose period is over ends, each member told once", "day",
+            0, 10, run=plus.run_expiry),
+        Job("plus_trial_reminders", "PLUS free trials ending in 3 days", "day", 10, 10,
+            run=pushes_job("plus_trial_reminders", plus.trial_reminders, "day")),
         Job("red_line_alert", "admins alerted when the month's benefit cost crosses the red "
             "line (once a month)", "day", 20, 30, run=analytics_jobs.run_red_line_alert),
     )

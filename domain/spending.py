@@ -172,6 +172,8 @@ class Buyer:
     referrer_id: int | None
     first_purchase_at: datetime | None
     last_purchase_at: datetime | None
+    plus_state: str  # PLUS (domain.plus): its factor joins the purchase points' multiplier
+    plus_until: datetime | None
     growth: GrowthTotal  # the tier window's growth, up to now, before this order
     spend_code: str | None = None  # the valid one-time spend code the till gave, if any
 
@@ -183,7 +185,7 @@ class Buyer:
 _BUYER_COLUMNS = (
     Member.id, Member.code, Member.status, Member.frozen_reason, Member.tier,
     Member.birthday_month, Member.points_balance, Member.points_debt, Member.referrer_id,
-    Member.first_purchase_at, Member.last_purchase_at,
+    Member.first_purchase_at, Member.last_purchase_at, Member.plus_state, Member.plus_until,
 )
 
 

@@ -16,6 +16,7 @@ from handlers import (
     help,
     invite,
     language,
+    plus,
     points,
     profile,
     rewards,
@@ -33,6 +34,9 @@ def build_router() -> Router:
         errors.build_router(),
         group.build_router(),
         chat_member.build_router(),
+        # Before every other message handler: a payment (successful_payment) and Telegram's
+        # pre-checkout question are PLUS's alone.
+        plus.build_router(),
         # Before start: admins need not be members to press the /stats buttons.
         stats.build_router(),
         start.build_router(),

@@ -75,3 +75,9 @@ class StatsView(CallbackData, prefix="st"):
 
     view: str  # "summary" | a section ("members", ...) | a chart ("chart_pyramid", ...)
     period: str  # "this" | "last" | "3m" | "12m"
+
+
+class PlusAction(CallbackData, prefix="plus"):
+    """A press on /plus; every press acts on the member who pressed."""
+
+    action: str  # "join" | "trial" | "cancel" | "resume"

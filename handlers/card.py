@@ -11,7 +11,7 @@ from aiogram.filters import Command
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import members, spending
+from domain import members, plus, spending
 from domain.growth import GrowthTotal
 from domain.models import Member
 from domain.shop import Shop
@@ -44,7 +44,8 @@ class CardUploads:
         member: Member, lang: str, growth: GrowthTotal | None = None,
     ) -> None:
         view = await members.member_card(session, shop, member, growth)
-        caption = texts.render(lang, "card_caption", card=view)
+        badge = plus.is_active(member.plus_state, member.plus_until, shop.now())
+        caption = texts.render(lang, "card_caption", card=view, plus=badge)
         # A frozen member's points cannot be used at the till: no button to try.
         markup: InlineKeyboardMarkup | None = None if view.frozen else card_actions(texts, lang)
         file_id = member.card_file_id

@@ -37,6 +37,8 @@ __all__ = [
     "callback_update",
     "message_update",
     "my_chat_member_update",
+    "pre_checkout_update",
+    "successful_payment_update",
 ]
 
 BOT_ID = 777000111
@@ -54,7 +56,10 @@ BOT_USER: dict[str, Any] = {
 MAX_GET_UPDATES_TIMEOUT = 1.0
 
 # Free-text fields are never JSON-decoded, even if a user typed something like "[1, 2]".
-_TEXT_FIELDS = frozenset({"text", "caption", "description", "short_description", "name", "query"})
+_TEXT_FIELDS = frozenset(
+    {"text", "caption", "description", "short_description", "name", "query", "title", "payload",
+     "error_message", "telegram_payment_charge_id"}
+)
 _RATE_LIMITED_METHODS = frozenset({"sendMessage", "sendPhoto"})
 _MEDIA_KINDS = ("photo", "document")
 
@@ -154,7 +159,15 @@ class FakeTelegram:
             "setMyCommands": self._set_my_commands,
             "deleteMyCommands": self._delete_my_commands,
             "getMyCommands": self._get_my_commands,
+            # Telegram Stars: subscription invoices, pre-checkout answers, refunds.
+            "createInvoiceLink": self._create_invoice_link,
+            "answerPreCheckoutQuery": self._answer_pre_checkout_query,
+            "refundStarPayment": self._refund_star_payment,
+            "editUserStarSubscription": self._edit_user_star_subscription,
         }
+        # Stars charges a test delivered (successful_payment_update) and what became of them.
+        self.refunded_charges: set[str] = set()
+        self.cancelled_subscriptions: dict[str, bool] = {}
         # The real Bot API treats method names case-insensitively.
         self._handlers_ci = {name.lower(): handler for name, handler in self._handlers.items()}
 
@@ -466,6 +479,44 @@ class FakeTelegram:
             edited["reply_markup"] = new_markup
         return self._store(edited)
 
+    async def _create_invoice_link(self, params: dict[str, Any]) -> str:
+        for field in ("title", "description", "payload", "currency", "prices"):
+            if params.get(field) in (None, "", []):
+                raise _ApiError(400, f"Bad Request: {field} is empty")
+        prices = params["prices"]
+        if params["currency"] == "XTR":
+            # Stars: one price, no provider; a subscription lasts exactly 30 days.
+            if len(prices) != 1 or params.get("provider_token"):
+                raise _ApiError(400, "Bad Request: invalid Stars invoice")
+            period = params.get("subscription_period")
+            if period is not None and int(period) != 2592000:
+                raise _ApiError(400, "Bad Request: SUBSCRIPTION_PERIOD_INVALID")
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+        return "https://t.me/$" + digest.hexdigest()[:16]
+
+    async def _answer_pre_checkout_query(self, params: dict[str, Any]) -> bool:
+        if not params.get("pre_checkout_query_id"):
+            raise _ApiError(400, "Bad Request: QUERY_ID_INVALID")
+        if params.get("ok") in (False, "false") and not params.get("error_message"):
+            raise _ApiError(400, "Bad Request: error_message is required when ok is false")
+        return True
+
+    async def _refund_star_payment(self, params: dict[str, Any]) -> bool:
+        charge = str(params.get("telegram_payment_charge_id") or "")
+        if not charge or not params.get("user_id"):
+            raise _ApiError(400, "Bad Request: CHARGE_ID_EMPTY")
+        if charge in self.refunded_charges:
+            raise _ApiError(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+        self.refunded_charges.add(charge)
+        return True
+
+    async def _edit_user_star_subscription(self, params: dict[str, Any]) -> bool:
+        charge = str(params.get("telegram_payment_charge_id") or "")
+        if not charge or not params.get("user_id") or params.get("is_canceled") is None:
+            raise _ApiError(400, "Bad Request: SUBSCRIPTION_ID_INVALID")
+        self.cancelled_subscriptions[charge] = params["is_canceled"] in (True, "true")
+        return True
+
     async def _set_my_commands(self, params: dict[str, Any]) -> bool:
         commands = params.get("commands")
         if not isinstance(commands, list):
@@ -722,3 +773,47 @@ def my_chat_member_update(user_id: int, status: str) -> JsonDict:
             "new_chat_member": member(status),
         },
     }
+
+
+def pre_checkout_update(
+    user_id: int, payload: str, total_amount: int, *, currency: str = "XTR",
+    language_code: str = "en", query_id: str | None = None,
+) -> JsonDict:
+    """A ``pre_checkout_query`` update: the user confirmed paying an invoice of the bot."""
+    update_id = _next_update_id(None)
+    return {
+        "update_id": update_id,
+        "pre_checkout_query": {
+            "id": query_id or f"pcq-{update_id}",
+            "from": _user(user_id, "Ann", None, None, language_code),
+            "currency": currency,
+            "total_amount": total_amount,
+            "invoice_payload": payload,
+        },
+    }
+
+
+def successful_payment_update(
+    user_id: int, payload: str, total_amount: int, charge_id: str, *,
+    expires_at: int | None = None, is_recurring: bool = True, is_first_recurring: bool = True,
+    currency: str = "XTR", language_code: str = "en",
+) -> JsonDict:
+    """A service message with ``successful_payment``: a Stars subscription's first payment
+    (``is_first_recurring``) or a renewal (``is_first_recurring=False``), with Telegram's
+    ``subscription_expiration_date`` (a Unix time) when given."""
+    payment: JsonDict = {
+        "currency": currency,
+        "total_amount": total_amount,
+        "invoice_payload": payload,
+        "telegram_payment_charge_id": charge_id,
+        "provider_payment_charge_id": "",
+    }
+    if expires_at is not None:
+        payment["subscription_expiration_date"] = expires_at
+    if is_recurring:
+        payment["is_recurring"] = True
+        if is_first_recurring:
+            payment["is_first_recurring"] = True
+    update = message_update(user_id, "", language_code=language_code)
+    update["message"]["successful_payment"] = payment
+    return update

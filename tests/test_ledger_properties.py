@@ -53,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import create_engine, create_session_factory
 from bot.settings import DEFAULT_PROGRAM_FILE
-from domain import members, orders, points, spending
+from domain import members, orders, plus, points, spending
 from domain.clock import FixedClock
 from domain.errors import (
     DomainError,
@@ -76,14 +76,22 @@ from domain.models import (
     Push,
     Refund,
 )
-from domain.program import Program, load_program
+from domain.program import PlusRules, Program, load_program
 from domain.shop import Shop
 from domain.spending import SpendProof, SpendProofRequired
 from domain.transaction import write_transaction
 from tests.conftest import POSTGRES_URL
 
 TZ = ZoneInfo("Asia/Shanghai")
-PROGRAM = load_program(DEFAULT_PROGRAM_FILE)
+# The shipped program with PLUS on: only members who start a trial or pay get its factor.
+PROGRAM = load_program(DEFAULT_PROGRAM_FILE).model_copy(
+    update={
+        "plus": PlusRules(
+            enabled=True, price_stars=100, trial_days=30, points_multiplier=Decimal("1.5")
+        )
+    }
+)
+PLUS_FACTOR = Decimal("1.5")
 MAX_EXAMPLES = 25 if POSTGRES_URL else 30
 # A failing history is reported as found, with every step in the assertion message: shrinking
 # one takes minutes on a slow machine. LEDGER_SHRINK=1 shrinks it to a minimal history.
@@ -289,6 +297,14 @@ class MemberModel:
     taken: int = 0
     returned: int = 0
     expired: int = 0
+    # PLUS, as the model expects it: its state, its end, the trial used, its paid charges.
+    plus_state: str = "none"
+    plus_until: datetime | None = None
+    trial_used: bool = False
+    charges: list[str] = field(default_factory=list)
+
+    def plus_at(self, at: datetime) -> bool:
+        return self.plus_state != "none" and self.plus_until is not None and at < self.plus_until
 
     @property
     def balance(self) -> int:
@@ -354,12 +370,14 @@ def actual_draws(draws: dict[int, int], lots: dict[int, Lot], *, first_lot: int 
     return dict(by_key)
 
 
-def expected_purchase_points(paid: int, tier: str, at: datetime) -> int:
+def expected_purchase_points(paid: int, tier: str, at: datetime, with_plus: bool = False) -> int:
     rules = PROGRAM.points
     local = at.astimezone(TZ)
     promotion = rules.member_day_multiplier if local.day == rules.member_day else Decimal(1)
+    factor = PLUS_FACTOR if with_plus else Decimal(1)  # multiplied with the tier's and the day's
     value = (
         Decimal(paid) / 100 * rules.per_currency_unit * PROGRAM.tier(tier).points_multiplier * promotion
+        * factor
     )
     return int(value.to_integral_value(rounding=ROUND_DOWN))
 
@@ -416,9 +434,10 @@ _refused = st.tuples(
     ),
     st.integers(0, 30),
 )
+_plus = st.tuples(st.just("plus"), st.integers(0, 2), st.sampled_from(["trial", "pay", "pay", "refund"]))
 OPERATIONS = st.one_of(
     _order, _order, _order, _order, _refund, _refund, _refund, _advance, _advance, _expire, _expire,
-    _replay, _refused,
+    _replay, _refused, _plus,
 )
 # One member spending and getting offsets back in pieces, over a few weeks: where returned
 # points must find the very lots they came from.
@@ -521,6 +540,8 @@ class Scenario:
             await self.replay_refund(op[1])
         elif kind == "refused":
             await self.refused_request(op[1], op[2])
+        elif kind == "plus":
+            await self.plus(op[1], op[2])
         else:  # pragma: no cover
             raise AssertionError(kind)
         await self.check()
@@ -568,7 +589,7 @@ class Scenario:
         after = await snapshot(self.factory)
         at = occurred or self.clock.now()
         paid = amount - offset
-        earned = expected_purchase_points(paid, tier, at)
+        earned = expected_purchase_points(paid, tier, at, member.plus_at(at))
         assert receipt.points_redeemed == redeem, what
         assert receipt.points_earned == earned, f"{what}: earned {receipt.points_earned}, expected {earned}"
         _pk, _m, _a, _r, db_paid, _e, _rf, _t, _rt, earn_entry, spend_entry, *_ = after.orders[order_id]
@@ -709,6 +730,50 @@ class Scenario:
         if any(before.lots[k].expires_on and before.lots[k].expires_on < self.shop.today() for k in refilled):
             self.seen.add("offset returned into an expired lot")
         self.note(f"{what}: took back {take}, returned {give}")
+
+    async def plus(self, who: int, action: str) -> None:
+        """PLUS taken, paid for or refunded: the member's PLUS is what the model expects, and
+        the ledger is untouched (PLUS changes what later orders earn, nothing already held)."""
+        member = self.members[who % len(self.members)]
+        if action == "refund":  # a member with a payment to refund, when there is one
+            member = next((m for m in [member, *self.members] if m.charges), member)
+        now = self.clock.now()
+        what = f"PLUS {action} of member {member.id}"
+        if action == "trial":
+            if member.trial_used or member.plus_at(now):
+                paid = member.plus_state == "paid" and member.plus_at(now)
+                error = plus.PlusAlreadyActive if paid else plus.PlusTrialUsed
+                await self.refused(what, lambda s: plus.start_trial(s, self.shop, member.id), error)
+                return
+            await self.accepted(what, lambda s: plus.start_trial(s, self.shop, member.id))
+            member.plus_state, member.plus_until = "trial", now + timedelta(days=30)
+            member.trial_used = True
+        elif action == "pay":
+            charge = f"c{next(self.ids)}"
+            payment = plus.StarsPayment(charge, 100, None, True, not member.charges)
+            await self.accepted(what, lambda s: plus.record_payment(s, self.shop, member.id, payment))
+            running = member.plus_state == "paid" and member.plus_at(now)
+            start = member.plus_until if running and member.plus_until else now
+            member.plus_state, member.plus_until = "paid", start + timedelta(days=30)
+            member.charges.append(charge)
+        else:
+            if not member.charges:
+                return
+            charge = member.charges.pop()
+            await self.accepted(what, lambda s: plus.record_refund(s, self.shop, charge, "test"))
+            member.plus_state, member.plus_until = "none", now
+        self.note(what)
+        self.seen.add(f"plus {action}")
+        async with self.factory() as s:
+            row = (
+                await s.execute(
+                    select(Member.plus_state, Member.plus_until).where(Member.id == member.id)
+                )
+            ).one()
+        assert (row.plus_state, row.plus_until) == (member.plus_state, member.plus_until), (
+            f"{what}: PLUS is {tuple(row)}, expected {member.plus_state} until "
+            f"{member.plus_until}; {self.where()}"
+        )
 
     async def expire(self) -> None:
         before = await snapshot(self.factory)

@@ -102,6 +102,7 @@ def test_every_staff_command_is_known_to_the_registration() -> None:
     assert staff_commands(build_router()) == {
         "sale", "refund", "freeze", "unfreeze", "callbacks", "setbirthday",
         "stats", "export",  # admins' (handlers/stats.py)
+        "plusrefund",  # admins' (handlers/plus.py)
     }
 
 

@@ -28,6 +28,7 @@ from domain import plus
 from domain.models import Member
 from domain.shop import Shop
 from handlers.callbacks import PlusAction
+from handlers.filters import Matches
 from handlers.outbox_signal import OutboxSignal
 from handlers.staff import IsStaff
 from handlers.texts import Texts
@@ -180,7 +181,7 @@ async def not_admin(message: Message, texts: Texts, lang: str) -> None:
 def build_router() -> Router:
     router = Router(name=__name__)
     router.pre_checkout_query.register(pre_checkout)
-    router.message.register(paid, F.successful_payment)
+    router.message.register(paid, Matches(F.successful_payment))
     router.message.register(refund, Command("plusrefund"), IsAdmin())
     router.message.register(not_admin, Command("plusrefund"))
     router.message.register(overview, Command("plus"))

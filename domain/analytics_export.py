@@ -1,16 +1,19 @@
 """Rows for the shop's spreadsheets: its members, and the points ledger of a period, read in
-keyset pages (bounded memory on a large shop; no long snapshot)."""
+keyset pages (``domain.jobs.keyset_batches``: bounded memory on a large shop; no long
+snapshot)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.analytics import Period, utc
+from domain.jobs import keyset_batches
 from domain.models import LedgerEntry, Member
 from domain.shop import Shop
 
@@ -46,34 +49,27 @@ async def member_rows(
 ) -> AsyncIterator[list[MemberRow]]:
     """Members who had joined by the period's last day, oldest first, in pages."""
     _, end = period.bounds(shop)
-    last = 0
-    while True:
-        page = (
-            await session.scalars(
-                select(Member)
-                .where(Member.id > last, Member.created_at < utc(end))
-                .order_by(Member.id).limit(PAGE)
-            )
-        ).all()
-        await session.commit()
-        if not page:
-            return
-        last = page[-1].id
 
-        def day(instant: datetime | None) -> date | None:
-            return shop.local_date(instant) if instant is not None else None
+    def day(instant: datetime | None) -> date | None:
+        return shop.local_date(instant) if instant is not None else None
 
-        yield [
-            MemberRow(
-                code=m.code,
-                name=" ".join(p for p in (m.first_name, m.last_name) if p),
-                language=m.language, tier=m.tier, stage=m.stage, status=m.status,
-                balance=m.points_balance, joined=shop.local_date(m.created_at),
-                first_purchase=day(m.first_purchase_at), last_purchase=day(m.last_purchase_at),
-                accepts_offers=m.marketing_opt_in,
-            )
-            for m in page
-        ]
+    def row(m: Row[Any]) -> MemberRow:
+        return MemberRow(
+            code=m.code,
+            name=" ".join(p for p in (m.first_name, m.last_name) if p),
+            language=m.language, tier=m.tier, stage=m.stage, status=m.status,
+            balance=m.points_balance, joined=shop.local_date(m.created_at),
+            first_purchase=day(m.first_purchase_at), last_purchase=day(m.last_purchase_at),
+            accepts_offers=m.marketing_opt_in,
+        )
+
+    query = select(
+        Member.id, Member.code, Member.first_name, Member.last_name, Member.language,
+        Member.tier, Member.stage, Member.status, Member.points_balance, Member.created_at,
+        Member.first_purchase_at, Member.last_purchase_at, Member.marketing_opt_in,
+    ).where(Member.created_at < utc(end))
+    async for page in keyset_batches(session, query, Member.id, row, size=PAGE):
+        yield page
 
 
 async def ledger_rows(
@@ -81,30 +77,20 @@ async def ledger_rows(
 ) -> AsyncIterator[list[LedgerRow]]:
     """The period's ledger entries in the order they were written, in pages."""
     start, end = period.bounds(shop)
-    last = 0
-    while True:
-        page = (
-            await session.execute(
-                select(
-                    LedgerEntry.id, LedgerEntry.created_at, Member.code, LedgerEntry.kind,
-                    LedgerEntry.amount, LedgerEntry.balance_after,
-                )
-                .join(Member, Member.id == LedgerEntry.member_id)
-                .where(
-                    LedgerEntry.id > last,
-                    LedgerEntry.created_at >= utc(start), LedgerEntry.created_at < utc(end),
-                )
-                .order_by(LedgerEntry.id).limit(PAGE)
-            )
-        ).all()
-        await session.commit()
-        if not page:
-            return
-        last = page[-1][0]
-        yield [
-            LedgerRow(
-                at=created.astimezone(shop.tz), member_code=code, kind=kind, points=amount,
-                balance_after=after,
-            )
-            for _, created, code, kind, amount, after in page
-        ]
+
+    def row(e: Row[Any]) -> LedgerRow:
+        return LedgerRow(
+            at=e.created_at.astimezone(shop.tz), member_code=e.code, kind=e.kind,
+            points=e.amount, balance_after=e.balance_after,
+        )
+
+    query = (
+        select(
+            LedgerEntry.id, LedgerEntry.created_at, Member.code, LedgerEntry.kind,
+            LedgerEntry.amount, LedgerEntry.balance_after,
+        )
+        .join(Member, Member.id == LedgerEntry.member_id)
+        .where(LedgerEntry.created_at >= utc(start), LedgerEntry.created_at < utc(end))
+    )
+    async for page in keyset_batches(session, query, LedgerEntry.id, row, size=PAGE):
+        yield page

@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Row, Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -95,14 +95,17 @@ class Job:
         return str(today.year)
 
 
+T = TypeVar("T")
+
+
 async def keyset_batches(
     session: AsyncSession,
     query: Select[*tuple[Any, ...]],
     key: InstrumentedAttribute[int],
-    build: Callable[[Row[Any]], PlannedPush],
+    build: Callable[[Row[Any]], T],
     *,
     size: int | None = None,
-) -> AsyncIterator[list[PlannedPush]]:
+) -> AsyncIterator[list[T]]:
     """Walk ``query`` in pages of ``size`` rows (default ``domain.jobs.BATCH``) ordered by
     ``key`` (an integer id, the first column of each row), ending the read between pages:
     bounded memory, no long snapshot."""

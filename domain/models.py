@@ -410,3 +410,23 @@ class StarPayment(Base):
     refund_reason: Mapped[str | None] = mapped_column(String(255))
     refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AuditEntry(Base):
+    """One action of an admin or a staff member (an adjustment, a grant, a freeze, a catalog
+    change, a campaign...), written in the same transaction as the change it records: who,
+    when, what, the state before and after, and why. Append-only: nothing in the bot edits or
+    deletes a row. Before and after hold figures and keys, never a member's personal data."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor_telegram_id: Mapped[int] = mapped_column(BigInteger)
+    actor_role: Mapped[str] = mapped_column(String(8))  # admin | staff
+    action: Mapped[str] = mapped_column(String(40))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    subject: Mapped[str | None] = mapped_column(String(120))
+    before: Mapped[str] = mapped_column(Text, default="{}")
+    after: Mapped[str] = mapped_column(Text, default="{}")
+    reason: Mapped[str] = mapped_column(Text, default="")

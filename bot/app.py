@@ -33,6 +33,7 @@ from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
 from bot.scheduler import catch_up, schedule_jobs
 from bot.sender import OutboxSender
 from bot.settings import Settings, SettingsError
+from domain import catalog
 from domain.clock import Clock, SystemClock
 from domain.program import Program, load_program
 from domain.shop import Shop
@@ -124,7 +125,13 @@ def create_app(
     )
 
 
-async def _on_startup(bot: Bot, dispatcher: Dispatcher, texts: Texts) -> None:
+async def _on_startup(
+    bot: Bot, dispatcher: Dispatcher, texts: Texts, shop: Shop,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_factory() as session:
+        # The live catalog's first start: the program's items and templates not stored yet.
+        await catalog.seed(session, shop)
     me = await bot.get_me()
     dispatcher["bot_username"] = me.username or ""
     await register_commands(bot, texts)

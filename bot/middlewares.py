@@ -95,8 +95,11 @@ class CurrentMember(BaseMiddleware):
             wrote = isinstance(event, Update) and (
                 event.message is not None or event.callback_query is not None
             )
+            # Someone mid-conversation (a staff member typing an amount or a reason, an admin
+            # a catalog value) is answering a question, not joining.
+            answering = data.get("raw_state") is not None
             if (
-                member is None and private and message is not None
+                member is None and private and message is not None and not answering
                 and command != "start" and command not in self.staff_commands
             ):
                 registration = await members.register(session, shop, telegram_profile(message))

@@ -7,12 +7,14 @@ Every source (rewards mall, welcome, referral, birthday, lifecycle offers) issue
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.catalog import reward_names
 from domain.errors import CouponNotUsable, DomainError, Reason, UnknownCoupon
 from domain.member_code import new_code, normalize_code
 from domain.models import Coupon
@@ -188,13 +190,20 @@ class CouponView:
         return self.source.split(":", 1)[0]
 
 
-def coupon_view(shop: Shop, coupon: Coupon) -> CouponView:
-    """How ``coupon`` is shown to its owner (local last day, grouped code, reward name)."""
+def coupon_view(
+    shop: Shop, coupon: Coupon, *, reward_names: Mapping[str, Localized] | None = None
+) -> CouponView:
+    """How ``coupon`` is shown to its owner (local last day, grouped code, reward name).
+    ``reward_names`` are the live catalog's names (``domain.catalog.reward_names``); without
+    them the program's names are used."""
     reward_name = None
     if coupon.source.startswith(REWARD_SOURCE):
         key = coupon.source.removeprefix(REWARD_SOURCE)
-        reward = next((r for r in shop.program.rewards if r.key == key), None)
-        reward_name = reward.name if reward is not None else None
+        if reward_names is not None and key in reward_names:
+            reward_name = reward_names[key]
+        else:
+            reward = next((r for r in shop.program.rewards if r.key == key), None)
+            reward_name = reward.name if reward is not None else None
     return CouponView(
         id=coupon.id,
         code=coupon.code,
@@ -212,7 +221,17 @@ async def member_coupons(session: AsyncSession, shop: Shop, member_id: int) -> l
     """The member's usable coupons now, the soonest to expire first."""
     async with read_transaction(session):
         found = await usable_coupons(session, member_id, at=shop.now())
-    return [coupon_view(shop, coupon) for coupon in found]
+        names = await _names(session, shop, found)
+    return [coupon_view(shop, coupon, reward_names=names) for coupon in found]
+
+
+async def _names(
+    session: AsyncSession, shop: Shop, found: list[Coupon]
+) -> Mapping[str, Localized] | None:
+    """The live catalog's item names, read only when a coupon came from the mall."""
+    if not any(c.source.startswith(REWARD_SOURCE) for c in found):
+        return None
+    return await reward_names(session, shop)
 
 
 async def member_coupon(
@@ -230,6 +249,7 @@ async def member_coupon(
             .where(Coupon.id == coupon_id, Coupon.member_id == member_id)
             .execution_options(populate_existing=True)
         )
+        names = await _names(session, shop, [coupon] if coupon is not None else [])
     if coupon is None:
         raise CouponNotFound(coupon_id=coupon_id)
     now = shop.now()
@@ -239,4 +259,4 @@ async def member_coupon(
         raise CouponUnavailable(state=EXPIRED)
     if now < coupon.valid_from:
         raise CouponUnavailable(state="not_yet")
-    return coupon_view(shop, coupon)
+    return coupon_view(shop, coupon, reward_names=names)

@@ -13,7 +13,8 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import outbox, points, referrals
+from domain import audit, outbox, points, referrals
+from domain.audit import Actor
 from domain.errors import InvalidPhone, MemberNotFound, NotOwnContact, PhoneTaken
 from domain.growth import GrowthTotal, growth_from_sums, growth_total, growth_window_sums
 from domain.member_code import new_member_code, normalize_member_code
@@ -296,28 +297,48 @@ FROZEN_PUSH = "account_frozen"
 UNFROZEN_PUSH = "account_unfrozen"
 
 
-async def freeze(session: AsyncSession, shop: Shop, code_or_phone: str, note: str) -> AccountHold:
+async def freeze(
+    session: AsyncSession, shop: Shop, code_or_phone: str, note: str, *,
+    actor: Actor | None = None,
+) -> AccountHold:
     """Staff freeze a suspicious member: the till refuses them, the mall will not redeem. The
-    member is told, neutrally (never the note), in the same transaction."""
+    member is told, neutrally (never the note), in the same transaction, with the audit line
+    of ``actor`` (the staff member or admin who froze them)."""
     async with write_transaction(session):
         member = await find_member(session, shop, code_or_phone)
         told = member.status != FROZEN
+        before = member.status
         member.status = FROZEN
         member.frozen_reason = note.strip()[:255] or None
         if told:
             await _tell(session, shop, member, FROZEN_PUSH)
+        if actor is not None:
+            audit.record(
+                session, actor, "member.freeze", shop.now(), member_id=member.id,
+                before={"status": before}, after={"status": FROZEN},
+                reason=member.frozen_reason or "",
+            )
     return AccountHold(member.code, frozen=True, note=member.frozen_reason, told=told)
 
 
-async def unfreeze(session: AsyncSession, shop: Shop, code_or_phone: str) -> AccountHold:
-    """Staff make a frozen member's account active again; the member is told."""
+async def unfreeze(
+    session: AsyncSession, shop: Shop, code_or_phone: str, *, actor: Actor | None = None
+) -> AccountHold:
+    """Staff make a frozen member's account active again; the member is told; ``actor``'s
+    audit line goes with it."""
     async with write_transaction(session):
         member = await find_member(session, shop, code_or_phone)
         told = member.status == FROZEN
+        before = member.status
         member.status = ACTIVE
         member.frozen_reason = None
         if told:
             await _tell(session, shop, member, UNFROZEN_PUSH)
+        if actor is not None:
+            audit.record(
+                session, actor, "member.unfreeze", shop.now(), member_id=member.id,
+                before={"status": before}, after={"status": ACTIVE},
+            )
     return AccountHold(member.code, frozen=False, note=None, told=told)
 
 

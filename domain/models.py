@@ -430,3 +430,75 @@ class AuditEntry(Base):
     before: Mapped[str] = mapped_column(Text, default="{}")
     after: Mapped[str] = mapped_column(Text, default="{}")
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class CatalogReward(Base):
+    """An item of the rewards mall as admins keep it (``/catalog``): seeded from the program
+    file on first start, then edited in the chat. ``version`` grows with every change, so a
+    member's confirmation screen shown before a change is asked again. What is left of its
+    stock lives in ``reward_stock``."""
+
+    __tablename__ = "catalog_rewards"
+
+    key: Mapped[str] = mapped_column(String(25), primary_key=True)
+    name_en: Mapped[str] = mapped_column(String(120))
+    name_zh: Mapped[str] = mapped_column(String(120))
+    cost: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[int] = mapped_column(Integer)
+    min_spend: Mapped[int] = mapped_column(Integer)
+    stock: Mapped[int] = mapped_column(Integer)  # the stock it was stocked with
+    per_member_limit: Mapped[int] = mapped_column(Integer)
+    min_tier: Mapped[str | None] = mapped_column(String(32))
+    valid_days: Mapped[int] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    position: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint("cost > 0", name="cost_positive"),)
+
+
+class CatalogCouponTemplate(Base):
+    """A coupon template as admins keep it: seeded from the program file, edited in the chat."""
+
+    __tablename__ = "catalog_coupon_templates"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[int] = mapped_column(Integer)
+    min_spend: Mapped[int] = mapped_column(Integer)
+    valid_days: Mapped[int] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    position: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PointAdjustment(Base):
+    """Points a staff member or an admin added or took by hand (with its ledger entry), kept so
+    a staff member's adjustments of the day can be summed against the program's limit."""
+
+    __tablename__ = "point_adjustments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    actor_telegram_id: Mapped[int] = mapped_column(BigInteger)
+    actor_role: Mapped[str] = mapped_column(String(8))
+    amount: Mapped[int] = mapped_column(Integer)  # signed
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_point_adjustments_actor_at", "actor_telegram_id", "at"),)
+
+
+class CallbackOutcome(Base):
+    """What came of calling a member on the call-back list: called, no_answer or won_back."""
+
+    __tablename__ = "callback_outcomes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor_telegram_id: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

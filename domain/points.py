@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 from sqlalchemy import String, bindparam, cast, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.catalog import reward_names
 from domain.errors import InsufficientPoints, MemberNotFound
 from domain.expiry import expiry_date
 from domain.models import Coupon, LedgerEntry, LotDraw, Member, Order, PointsLot, UTCDateTime
@@ -583,7 +584,7 @@ async def describe_entries(
         }
     rewards: dict[str, Localized] = {}
     if codes:
-        names = {r.key: r.name for r in shop.program.rewards}
+        names = await reward_names(session, shop)  # the live catalog's, admin-added items too
         issued = await session.execute(
             select(Coupon.code, Coupon.source).where(
                 Coupon.member_id == member_id, Coupon.code.in_(codes)

@@ -19,6 +19,8 @@ from datetime import date
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain import audit
+from domain.audit import Actor
 from domain.errors import DomainError, MemberNotFound
 from domain.models import Member
 from domain.shop import Shop
@@ -104,17 +106,27 @@ async def set_birthday(
     year: int | None = None,
     *,
     by_staff: bool = False,
+    actor: Actor | None = None,
 ) -> Birthday:
     """Save the member's birthday and the first year of its gift (see the module's rule).
 
     A member sets it once: a second attempt raises BirthdayAlreadySet and changes nothing, even
     when two attempts race (the write is conditional on no birthday being stored). Staff
     (``by_staff``) may correct it any time; the gift year is decided again by the same rule,
-    from the day of the correction."""
+    from the day of the correction, with ``actor``'s audit line (whether one was set before:
+    the date itself is the member's personal data and stays out of the audit)."""
     today = shop.today()
     check_birthday(today, month, day, year)
     gift_from = gift_from_year(today, month, day)
     async with write_transaction(session):
+        if actor is not None:
+            had = await session.scalar(
+                select(Member.birthday_month).where(Member.id == member.id)
+            )
+            audit.record(
+                session, actor, "member.birthday", shop.now(), member_id=member.id,
+                before={"birthday_set": had is not None}, after={"birthday_set": True},
+            )
         conditions = [Member.id == member.id, Member.status != DELETED]
         if not by_staff:
             conditions.append(Member.birthday_month.is_(None))

@@ -173,6 +173,19 @@ class BenefitRules(_Strict):
     cost_red_line_percent: int = Field(default=8, ge=0, le=100)
 
 
+class CareRules(_Strict):
+    """What staff may do for a member by hand at the counter (``/member``); admins are not
+    limited. A staff member's adjustments count against the per-day figure in the shop's
+    local day, additions and deductions alike."""
+
+    # Points one adjustment by a staff member may add or take.
+    staff_adjust_max_points: int = Field(default=500, ge=0)
+    # Points a staff member may add and take in total in one local day.
+    staff_adjust_daily_points: int = Field(default=2000, ge=0)
+    # Coupons a staff member may grant from the templates in one local day (0: admins only).
+    staff_coupon_grants_per_day: int = Field(default=3, ge=0)
+
+
 class PlusRules(_Strict):
     """PLUS, the paid membership sold as a monthly Telegram Stars subscription. Off unless
     ``enabled``; tiers and growth are untouched (PLUS is bought, tiers are earned)."""
@@ -209,6 +222,7 @@ class Program(_Strict):
     lifecycle: LifecycleRules
     benefits: BenefitRules = BenefitRules()
     plus: PlusRules = PlusRules()
+    care: CareRules = CareRules()
 
     @model_validator(mode="after")
     def _consistent(self) -> Program:

@@ -1,7 +1,8 @@
 """The rewards mall: coupons, gifts and services for points.
 
-The catalog is the program's ``rewards``; what is left of each lives in ``reward_stock``,
-seeded from the program the first time the reward is redeemed. A redemption takes the points
+The catalog is the live one (``domain.catalog``: items admins edit, seeded from the program);
+what is left of each lives in ``reward_stock``, seeded the first time the reward is redeemed
+or an admin sets it. A paused item is not in the mall. A redemption takes the points
 and issues the coupon in one transaction, and every refusal (frozen, tier too low, over the
 member's limit, not enough points, out of stock) leaves everything as it was.
 
@@ -13,6 +14,10 @@ Double taps: a confirmation screen carries a token (``confirmation_token``) keye
 shop's secret and bound to the member, the reward and how many of it the member had when
 shown. A redemption from the chat is made only with the token for the count the member has
 now, so one screen redeems once, however often (or with whatever crafted data) it is pressed.
+
+Changes: each item has a version that every admin change raises. A confirmation screen carries
+the version it showed; a redemption with another version (the price or terms changed while
+the member looked) is refused (RewardChanged) and the chat asks again with the terms of now.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from datetime import date
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain import catalog as live_catalog
 from domain import points
 from domain.coupons import REWARD_SOURCE, coupon_view, issue_coupon
 from domain.errors import DomainError, InsufficientPoints, MemberFrozen, MemberNotFound
@@ -60,6 +66,13 @@ class RewardAlreadyRedeemed(DomainError):
     default_message = "this confirmation was already used"
 
 
+class RewardChanged(DomainError):
+    """The item changed (price, terms) since the member's confirmation screen was shown."""
+
+    code = "reward_changed"
+    default_message = "the reward changed since it was shown"
+
+
 class RewardTierTooLow(DomainError):
     code = "reward_tier_too_low"
     default_message = "the reward needs a higher tier"
@@ -76,12 +89,13 @@ def source_of(reward_key: str) -> str:
     return f"{REWARD_SOURCE}{reward_key}"
 
 
-def find_reward(shop: Shop, key: str) -> Reward:
-    """The program's reward with that key, or RewardNotFound (e.g. a crafted or old button)."""
-    reward = next((r for r in shop.program.rewards if r.key == key), None)
-    if reward is None:
+async def find_reward(session: AsyncSession, shop: Shop, key: str) -> live_catalog.CatalogItem:
+    """The mall's item with that key as it is now, or RewardNotFound (a crafted or old button,
+    or an item an admin paused)."""
+    item = await live_catalog.reward(session, shop, key)
+    if item is None or item.paused:
         raise RewardNotFound(key=key)
-    return reward
+    return item
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,7 @@ class Offer:
     balance: int
     min_tier: Tier | None
     tier_ok: bool
+    version: int = 0  # the item's version when read (domain.catalog)
 
     @property
     def affordable(self) -> bool:
@@ -127,10 +142,12 @@ def _min_tier(shop: Shop, reward: Reward) -> Tier | None:
     return shop.program.tier(reward.min_tier) if reward.min_tier is not None else None
 
 
-async def _remaining(session: AsyncSession, shop: Shop) -> dict[str, int]:
+async def _remaining(
+    session: AsyncSession, items: list[live_catalog.CatalogItem]
+) -> dict[str, int]:
     rows = (await session.execute(select(RewardStock.reward_key, RewardStock.remaining))).all()
     stored = {key: int(left) for key, left in rows}
-    return {r.key: stored.get(r.key, r.stock) for r in shop.program.rewards}
+    return {i.reward.key: stored.get(i.reward.key, i.reward.stock) for i in items}
 
 
 async def _redeemed(session: AsyncSession, member_id: int) -> dict[str, int]:
@@ -145,31 +162,36 @@ async def _redeemed(session: AsyncSession, member_id: int) -> dict[str, int]:
 
 
 async def catalog(session: AsyncSession, shop: Shop, member: Member) -> list[Offer]:
-    """Every reward of the program, in the program's order, as ``member`` sees it: what is
-    left, how often the member has redeemed it, whether tier and balance allow it."""
+    """Every item of the mall now (paused ones left out), in the catalog's order, as
+    ``member`` sees it: what is left, how often the member has redeemed it, whether tier and
+    balance allow it."""
     async with read_transaction(session):
-        remaining = await _remaining(session, shop)
+        items = await live_catalog.rewards(session, shop)
+        remaining = await _remaining(session, items)
         redeemed = await _redeemed(session, member.id)
         balance = await session.scalar(
             select(Member.points_balance).where(Member.id == member.id)
         )
     return [
         Offer(
-            reward=reward,
-            remaining=remaining[reward.key],
-            redeemed=redeemed.get(reward.key, 0),
+            reward=item.reward,
+            remaining=remaining[item.reward.key],
+            redeemed=redeemed.get(item.reward.key, 0),
             balance=int(balance or 0),
-            min_tier=_min_tier(shop, reward),
-            tier_ok=_tier_ok(shop, reward, member.tier),
+            min_tier=_min_tier(shop, item.reward),
+            tier_ok=_tier_ok(shop, item.reward, member.tier),
+            version=item.version,
         )
-        for reward in shop.program.rewards
+        for item in items
     ]
 
 
 async def offer(session: AsyncSession, shop: Shop, member: Member, key: str) -> Offer:
-    """One reward as ``member`` sees it. Raises RewardNotFound for a key not in the program."""
-    find_reward(shop, key)
-    return next(o for o in await catalog(session, shop, member) if o.reward.key == key)
+    """One reward as ``member`` sees it. Raises RewardNotFound for a key not in the mall."""
+    found = next((o for o in await catalog(session, shop, member) if o.reward.key == key), None)
+    if found is None:
+        raise RewardNotFound(key=key)
+    return found
 
 
 def check_redeemable(offer: Offer, member: Member) -> None:
@@ -218,7 +240,8 @@ def confirmation_token(shop: Shop, member_id: int, key: str, redeemed: int) -> s
 
 
 async def redeem(
-    session: AsyncSession, shop: Shop, member_id: int, key: str, *, confirmation: str | None
+    session: AsyncSession, shop: Shop, member_id: int, key: str, *, confirmation: str | None,
+    version: int | None = None,
 ) -> Redemption:
     """Take the reward's points and issue its coupon, in one transaction. Refuses, changing
     nothing, a frozen member (MemberFrozen), a tier below the reward's (RewardTierTooLow), a
@@ -226,12 +249,17 @@ async def redeem(
     (RewardUnaffordable) and an empty stock (RewardOutOfStock). ``confirmation`` is the token
     of the screen the member confirmed on (``confirmation_token``); any other value, a second
     use of the same screen (a double tap) among them, is refused (RewardAlreadyRedeemed).
-    None only for a door without a confirmation screen: every chat press gives a token."""
-    reward = find_reward(shop, key)
-    source = source_of(reward.key)
+    None only for a door without a confirmation screen: every chat press gives a token.
+    ``version`` is the item's version the screen showed: another one now (an admin changed
+    the item meanwhile) is refused with RewardChanged, changing nothing."""
+    source = source_of(key)
 
     async def attempt() -> Redemption:
         async with write_transaction(session):
+            item = await find_reward(session, shop, key)
+            if version is not None and item.version != version:
+                raise RewardChanged(name=item.reward.name)
+            reward = item.reward
             member = await session.scalar(
                 select(Member)
                 .where(Member.id == member_id)
@@ -275,7 +303,7 @@ async def redeem(
                 key=f"{source}:{member_id}:{redeemed + 1}",
                 source_ref=f"coupon:{coupon.code}",
             )
-            view = coupon_view(shop, coupon)
+            view = coupon_view(shop, coupon, reward_names={reward.key: reward.name})
             return Redemption(
                 reward=reward, coupon_id=coupon.id, code=coupon.code,
                 grouped_code=view.grouped_code, valid_until=view.valid_until,

@@ -5,8 +5,11 @@ from __future__ import annotations
 from aiogram import Router
 
 from handlers import (
+    audit,
     benefits,
     card,
+    care,
+    catalog,
     chat_member,
     checkin,
     contact,
@@ -39,6 +42,11 @@ def build_router() -> Router:
         plus.build_router(),
         # Before start: admins need not be members to press the /stats buttons.
         stats.build_router(),
+        # Before start too: staff and admins need not be members for member care, the catalog
+        # and the audit, nor to answer their questions.
+        care.build_router(),
+        catalog.build_router(),
+        audit.build_router(),
         start.build_router(),
         staff.build_router(),
         card.build_router(),

@@ -31,6 +31,9 @@ class RewardRedeem(CallbackData, prefix="rwr"):
     # The confirmation screen's token (domain.rewards.confirmation_token): a press redeems only
     # with the token of the member's current count, so one screen redeems once, whatever is
     # pressed or crafted; an empty or made-up token is refused.
+    # After it, ".<version>" when the item's version (domain.catalog) is above 0: the version
+    # the screen showed, so a member is asked again after an admin's change. Kept inside the
+    # token so buttons sent before the live catalog still parse (their version is 0).
     token: str = ""
 
 
@@ -81,3 +84,49 @@ class PlusAction(CallbackData, prefix="plus"):
     """A press on /plus; every press acts on the member who pressed."""
 
     action: str  # "join" | "trial" | "cancel" | "resume"
+
+
+class MemberCare(CallbackData, prefix="mc"):
+    """A press on a member's card in /member (staff and admins; re-checked on every press)."""
+
+    action: str  # "show" | "add" | "deduct" | "grant" | "cancel"
+    member_id: int
+
+
+class CareGrant(CallbackData, prefix="cgr"):
+    """Grant the member a coupon from the template ``template`` (a key of the live catalog)."""
+
+    member_id: int
+    template: str
+
+
+class AdjustConfirm(CallbackData, prefix="adj"):
+    """An admin confirms a deduction that takes the balance below zero. What to deduct is the
+    pressing admin's own pending conversation, never the button's data."""
+
+    member_id: int
+
+
+class CallbackOutcomeChoice(CallbackData, prefix="cbo"):
+    """What came of calling a member on the call-back list."""
+
+    code: str  # the member code
+    outcome: str  # "called" | "no_answer" | "won_back"
+
+
+class CatalogAction(CallbackData, prefix="cat"):
+    """A press in /catalog (admins): the list, an item or template, a field to change."""
+
+    action: str  # "list" | "templates" | "item" | "template" | "edit" | "set" | "toggle"
+    # | "new" | "newkind" | "cancel"
+    key: str = ""
+    field: str = ""
+    value: str = ""
+
+
+class AuditPage(CallbackData, prefix="aud"):
+    """A page of /audit (admins), for one member (``member_id``) or all (0), older than the
+    line ``older_than`` (0: the newest)."""
+
+    member_id: int = 0
+    older_than: int = 0

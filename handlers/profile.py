@@ -34,7 +34,7 @@ from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
 from handlers.keyboards import back_to_profile, language_picker
 from handlers.language import switch_language
-from handlers.staff import IsStaff
+from handlers.staff import IsStaff, actor_of
 from handlers.texts import LANGUAGES, Texts
 
 # Telegram's clock and ours may differ a little (and Telegram's dates are whole seconds): only
@@ -319,7 +319,7 @@ async def birthday(
 
 async def staff_set_birthday(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
-    lang: str,
+    lang: str, admin_ids: frozenset[int],
 ) -> None:
     args = (command.args or "").rsplit(maxsplit=1)
     if len(args) != 2:
@@ -327,7 +327,10 @@ async def staff_set_birthday(
         return
     month, day, year = profiles.parse_birthday(args[1])
     target = await members.find_member(session, shop, args[0])
-    saved = await profiles.set_birthday(session, shop, target, month, day, year, by_staff=True)
+    saved = await profiles.set_birthday(
+        session, shop, target, month, day, year, by_staff=True,
+        actor=actor_of(message.from_user, admin_ids),
+    )
     await message.answer(
         texts.render(lang, "profile/setbirthday_done", code=target.code, b=saved)
     )

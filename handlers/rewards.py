@@ -101,8 +101,13 @@ async def redeem(
     if not callback_data.confirmed:
         await _confirm(query, callback_data.key, session, shop, texts, member, lang)
         return
+    token, version = _split(callback_data.token)
+    current = await rewards.offer(session, shop, member, callback_data.key)
+    if current.version != version:  # an admin changed it since it was shown
+        await _confirm(query, callback_data.key, session, shop, texts, member, lang, changed=True)
+        return
     done = await rewards.redeem(
-        session, shop, member.id, callback_data.key, confirmation=callback_data.token
+        session, shop, member.id, callback_data.key, confirmation=token, version=version
     )
     text = texts.render(
         lang, "rewards/done", done=done, worth=_worth(texts, lang, done.reward)
@@ -114,21 +119,29 @@ async def redeem(
     await edit_in_place(query, text=text, markup=markup)
 
 
+def _split(token: str) -> tuple[str, int]:
+    """The confirmation token and the item's version a confirm button carries."""
+    token, _, version = token.partition(".")
+    return token, int(version) if version.isdigit() else 0
+
+
 async def _confirm(
     query: CallbackQuery, key: str, session: AsyncSession, shop: Shop, texts: Texts,
-    member: Member, lang: str,
+    member: Member, lang: str, *, changed: bool = False,
 ) -> None:
     offer: Offer = await rewards.offer(session, shop, member, key)
     rewards.check_redeemable(offer, member)  # refuse now rather than after "Confirm"
     text = texts.render(
-        lang, "rewards/confirm", offer=offer, worth=_worth(texts, lang, offer.reward)
+        lang, "rewards/confirm", offer=offer, worth=_worth(texts, lang, offer.reward),
+        changed=changed,
     )
     markup = InlineKeyboardMarkup(inline_keyboard=[
         _button(
             texts.label(lang, "rewards_confirm"),
             RewardRedeem(
                 key=key, confirmed=True,
-                token=rewards.confirmation_token(shop, member.id, key, offer.redeemed),
+                token=rewards.confirmation_token(shop, member.id, key, offer.redeemed)
+                + (f".{offer.version}" if offer.version else ""),
             ),
         ),
         _button(texts.label(lang, "rewards_back"), RewardView(key=CATALOG)),

@@ -10,7 +10,8 @@ from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message, User
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import lifecycle, members, orders
+from domain import members, orders
+from domain.audit import Actor
 from domain.errors import InvalidInput, Reason
 from domain.money import MoneyFormatError, parse_money
 from domain.shop import Shop
@@ -80,43 +81,40 @@ async def refund(
     )
 
 
+def actor_of(user: User | None, admin_ids: frozenset[int]) -> Actor:
+    """Who acts, in which role: for the audit line of what they change."""
+    assert user is not None
+    return Actor(user.id, "admin" if user.id in admin_ids else "staff")
+
+
 async def freeze(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
-    lang: str, outbox_signal: OutboxSignal,
+    lang: str, outbox_signal: OutboxSignal, admin_ids: frozenset[int],
 ) -> None:
     parts = (command.args or "").split(maxsplit=1)
     if len(parts) != 2:
         await message.answer(texts.render(lang, "staff/freeze_usage"))
         return
-    hold = await members.freeze(session, shop, parts[0], parts[1])
+    hold = await members.freeze(
+        session, shop, parts[0], parts[1], actor=actor_of(message.from_user, admin_ids)
+    )
     outbox_signal.wake()
     await message.answer(texts.render(lang, "staff/frozen", hold=hold))
 
 
 async def unfreeze(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
-    lang: str, outbox_signal: OutboxSignal,
+    lang: str, outbox_signal: OutboxSignal, admin_ids: frozenset[int],
 ) -> None:
     parts = (command.args or "").split()
     if len(parts) != 1:
         await message.answer(texts.render(lang, "staff/freeze_usage"))
         return
-    hold = await members.unfreeze(session, shop, parts[0])
+    hold = await members.unfreeze(
+        session, shop, parts[0], actor=actor_of(message.from_user, admin_ids)
+    )
     outbox_signal.wake()
     await message.answer(texts.render(lang, "staff/frozen", hold=hold))
-
-
-async def callbacks(
-    message: Message, session: AsyncSession, shop: Shop, texts: Texts, lang: str
-) -> None:
-    """High-value churned members for the staff to call."""
-    found = await lifecycle.callback_list(session, shop)
-    await message.answer(
-        texts.render(
-            lang, "staff/callbacks", members=found, program=shop.program,
-            days=shop.program.lifecycle.churned_days,
-        )
-    )
 
 
 async def not_staff(message: Message, texts: Texts, lang: str) -> None:
@@ -129,7 +127,6 @@ def build_router() -> Router:
     router.message.register(refund, Command("refund"), IsStaff())
     router.message.register(freeze, Command("freeze"), IsStaff())
     router.message.register(unfreeze, Command("unfreeze"), IsStaff())
-    router.message.register(callbacks, Command("callbacks"), IsStaff())
     router.message.register(
         not_staff, Command("sale", "refund", "freeze", "unfreeze", "callbacks")
     )

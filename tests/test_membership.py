@@ -103,6 +103,8 @@ def test_every_staff_command_is_known_to_the_registration() -> None:
         "sale", "refund", "freeze", "unfreeze", "callbacks", "setbirthday",
         "stats", "export",  # admins' (handlers/stats.py)
         "plusrefund",  # admins' (handlers/plus.py)
+        "member",  # staff's (handlers/care.py)
+        "catalog", "audit",  # admins' (handlers/catalog.py, handlers/audit.py)
     }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +30,7 @@ from domain.sql import insert_unless_exists, table_of
 from domain.transaction import read_transaction, write_transaction
 
 KINDS = ("amount_off", "percent_off", "free_item")
+CouponKind = Literal["amount_off", "percent_off", "free_item"]
 NO_TIER = "none"
 MAX_VALID_DAYS = 3650
 MAX_NAME = 120
@@ -77,17 +78,22 @@ class TemplateEntry:
 def _reward_of(row: CatalogReward) -> Reward:
     return Reward.model_construct(
         key=row.key, name=Localized(en=row.name_en, zh=row.name_zh), cost=row.cost,
-        kind=row.kind,
-        value=row.value, min_spend=row.min_spend, stock=row.stock,
+        kind=_kind(row.kind), value=row.value, min_spend=row.min_spend, stock=row.stock,
         per_member_limit=row.per_member_limit, min_tier=row.min_tier, valid_days=row.valid_days,
     )
 
 
 def _template_of(row: CatalogCouponTemplate) -> CouponTemplate:
     return CouponTemplate.model_construct(
-        key=row.key, kind=row.kind,
-        value=row.value, min_spend=row.min_spend, valid_days=row.valid_days,
+        key=row.key, kind=_kind(row.kind), value=row.value, min_spend=row.min_spend,
+        valid_days=row.valid_days,
     )
+
+
+def _kind(kind: str) -> CouponKind:
+    if kind not in KINDS:
+        raise ValueError(f"unknown coupon kind {kind!r} in the catalog")
+    return cast(CouponKind, kind)
 
 
 # ------------------------------------------------------------------ reading

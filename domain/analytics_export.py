@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.analytics import Period, utc
 from domain.jobs import keyset_batches
-from domain.models import LedgerEntry, Member
+from domain.models import AuditEntry, LedgerEntry, Member
 from domain.shop import Shop
 
 PAGE = 5000
@@ -93,4 +93,44 @@ async def ledger_rows(
         .where(LedgerEntry.created_at >= utc(start), LedgerEntry.created_at < utc(end))
     )
     async for page in keyset_batches(session, query, LedgerEntry.id, row, size=PAGE):
+        yield page
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    at: datetime  # local time
+    role: str
+    actor_telegram_id: int
+    action: str
+    member_code: str | None
+    subject: str | None
+    before: str  # JSON, as kept
+    after: str
+    reason: str
+
+
+async def audit_rows(
+    session: AsyncSession, shop: Shop, period: Period
+) -> AsyncIterator[list[AuditRow]]:
+    """The period's audit lines (every admin and staff action) in the order they were
+    written, in pages."""
+    start, end = period.bounds(shop)
+
+    def row(a: Row[Any]) -> AuditRow:
+        return AuditRow(
+            at=a.at.astimezone(shop.tz), role=a.actor_role,
+            actor_telegram_id=a.actor_telegram_id, action=a.action, member_code=a.code,
+            subject=a.subject, before=a.before, after=a.after, reason=a.reason,
+        )
+
+    query = (
+        select(
+            AuditEntry.id, AuditEntry.at, AuditEntry.actor_role, AuditEntry.actor_telegram_id,
+            AuditEntry.action, Member.code, AuditEntry.subject, AuditEntry.before,
+            AuditEntry.after, AuditEntry.reason,
+        )
+        .outerjoin(Member, Member.id == AuditEntry.member_id)
+        .where(AuditEntry.at >= utc(start), AuditEntry.at < utc(end))
+    )
+    async for page in keyset_batches(session, query, AuditEntry.id, row, size=PAGE):
         yield page

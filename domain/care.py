@@ -80,7 +80,7 @@ def parse_points(text: str) -> int:
     "+200", "-150", "1,000". AdjustmentInvalid for anything else, zero among them."""
     cleaned = text.strip().replace(",", "").replace(" ", "").replace("_", "")
     sign = -1 if cleaned.startswith(("-", "−")) else 1
-    digits = cleaned.lstrip("+-−")
+    digits = cleaned[1:] if cleaned[:1] in ("+", "-", "−") else cleaned
     if not digits.isdigit() or int(digits) == 0 or int(digits) > MAX_ADJUSTMENT:
         raise AdjustmentInvalid(maximum=MAX_ADJUSTMENT)
     return sign * int(digits)

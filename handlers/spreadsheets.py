@@ -7,7 +7,7 @@ import csv
 import io
 from collections.abc import AsyncIterator
 
-from domain.analytics_export import LedgerRow, MemberRow
+from domain.analytics_export import AuditRow, LedgerRow, MemberRow
 from domain.shop import Shop
 from handlers.texts import Texts
 
@@ -67,3 +67,38 @@ async def ledger_csv(
             ])
             rows += 1
     return out.getvalue().encode("utf-8"), rows
+
+
+async def audit_csv(
+    texts: Texts, lang: str, pages: AsyncIterator[list[AuditRow]]
+) -> tuple[bytes, int]:
+    """The audit lines as CSV bytes (local times; before and after as kept, JSON), and how
+    many rows."""
+    out = io.StringIO()
+    out.write(BOM)
+    writer = csv.writer(out)
+    columns = ("time", "role", "actor", "action", "member", "subject", "before", "after",
+               "reason")
+    writer.writerow([texts.label(lang, f"stats_csv_audit_{c}") for c in columns])
+    rows = 0
+    async for page in pages:
+        for a in page:
+            writer.writerow([
+                a.at.strftime("%Y-%m-%d %H:%M:%S"),
+                _word(texts, lang, f"audit_role_{a.role}", "stats_kind_other"),
+                a.actor_telegram_id,
+                _label_or_raw(texts, lang, "audit_action_" + a.action.replace(".", "_"),
+                              a.action),
+                a.member_code or "", a.subject or "", a.before, a.after, a.reason,
+            ])
+            rows += 1
+    return out.getvalue().encode("utf-8"), rows
+
+
+def _label_or_raw(texts: Texts, lang: str, key: str, raw: str) -> str:
+    """The label ``key``, or the action as written for one the labels do not name (a
+    campaign's, added by another part of the bot)."""
+    try:
+        return texts.label(lang, key)
+    except KeyError:
+        return raw

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import analytics
 from domain.analytics import Period, Report
-from domain.analytics_export import ledger_rows, member_rows
+from domain.analytics_export import audit_rows, ledger_rows, member_rows
 from domain.money import MINOR_PER_UNIT
 from domain.shop import Shop
 from handlers import charts, spreadsheets
@@ -258,12 +258,16 @@ async def export(
     args = (command.args or "").split()
     what = args[0] if args else ""
     period = _export_period(args[1] if len(args) > 1 else None, shop.today())
-    if what not in ("members", "ledger") or period is None or len(args) > 2:
+    if what not in ("members", "ledger", "audit") or period is None or len(args) > 2:
         await message.answer(texts.render(lang, "stats/export_usage"))
         return
     if what == "members":
         content, rows = await spreadsheets.members_csv(
             texts, lang, shop, member_rows(session, shop, period)
+        )
+    elif what == "audit":
+        content, rows = await spreadsheets.audit_csv(
+            texts, lang, audit_rows(session, shop, period)
         )
     else:
         content, rows = await spreadsheets.ledger_csv(

@@ -16,7 +16,8 @@ from typing import Generic, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import coupons, outbox, plus, points, referrals, spending
+from domain import audit, coupons, outbox, plus, points, referrals, spending
+from domain.audit import Actor
 from domain.errors import (
     DomainError,
     IdempotencyConflict,
@@ -188,7 +189,7 @@ async def _stored_answer(
 
 
 async def place_order(
-    session: AsyncSession, shop: Shop, request: OrderRequest
+    session: AsyncSession, shop: Shop, request: OrderRequest, *, actor: Actor | None = None
 ) -> Outcome[OrderReceipt]:
     """Apply coupon and points offset, earn points and growth on what remains to pay, upgrade
     the tier at once, and queue the member's receipt: one transaction, once per order_id.
@@ -196,7 +197,8 @@ async def place_order(
     A handful of statements: the member with their growth (locked), the claim (``INSERT ...
     ON CONFLICT DO NOTHING RETURNING``: a twin that finds the id taken replays the stored
     answer), one guarded UPDATE of the member, the ledger entries with their lot or draws,
-    the growth entry, the order's figures, the receipt push."""
+    the growth entry, the order's figures, the receipt push; with ``actor`` (a sale staff
+    record in the chat), its audit line too. A till's order (no actor) has none."""
     occurred = _validate_order(shop, request)
     digest = _order_fingerprint(shop, request)
 
@@ -260,6 +262,14 @@ async def place_order(
                 key=f"receipt:{order.order_id}",
                 payload=_receipt_push(shop, receipt, order, plus_factor),
             )
+            if actor is not None:
+                audit.record(
+                    session, actor, "order.sale", now, member_id=buyer.id,
+                    subject=f"order:{order.order_id}"[:120],
+                    before={"points": receipt.balance - receipt.points_earned
+                            + receipt.points_redeemed},
+                    after={"points": receipt.balance, "amount": order.amount},
+                )
             return Outcome(receipt, replayed=False)
 
     return await with_retry_on_race(session, attempt)
@@ -432,10 +442,12 @@ def _share(total: int, refunded: int, amount: int) -> int:
 
 
 async def refund_order(
-    session: AsyncSession, shop: Shop, *, order_id: str, refund_id: str, amount: int
+    session: AsyncSession, shop: Shop, *, order_id: str, refund_id: str, amount: int,
+    actor: Actor | None = None,
 ) -> Outcome[RefundReceipt]:
     """Take back the points and growth of the refunded share and return its offset points.
-    Refunds never exceed the order; refund_id is idempotent; the tier is re-checked."""
+    Refunds never exceed the order; refund_id is idempotent; the tier is re-checked. With
+    ``actor`` (a refund staff record in the chat), its audit line goes with it."""
     check_request_id("order_id", order_id)
     check_request_id("refund_id", refund_id)
     if amount <= 0:
@@ -462,6 +474,14 @@ async def refund_order(
             await session.flush()  # the claim
             receipt = await _apply_refund(session, shop, order, refund)
             refund.response = receipt.to_json()
+            if actor is not None:
+                audit.record(
+                    session, actor, "order.refund", shop.now(), member_id=order.member_id,
+                    subject=f"order:{order.order_id}"[:120],
+                    before={"points": receipt.balance + receipt.points_taken_back
+                            - receipt.points_returned},
+                    after={"points": receipt.balance, "amount": amount},
+                )
             return Outcome(receipt, replayed=False)
 
     return await with_retry_on_race(session, attempt)

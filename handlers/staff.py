@@ -41,7 +41,7 @@ def _request_id(message: Message) -> str:
 
 async def sale(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
-    lang: str, outbox_signal: OutboxSignal,
+    lang: str, outbox_signal: OutboxSignal, admin_ids: frozenset[int],
 ) -> None:
     args = (command.args or "").split()
     if len(args) not in (2, 3):
@@ -51,6 +51,7 @@ async def sale(
     outcome = await orders.place_order(
         session, shop,
         orders.OrderRequest(order_id=order_id, member=args[0], amount=_amount(args[1])),
+        actor=actor_of(message.from_user, admin_ids),
     )
     outbox_signal.wake()
     await message.answer(
@@ -63,14 +64,15 @@ async def sale(
 
 async def refund(
     message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
-    lang: str, outbox_signal: OutboxSignal,
+    lang: str, outbox_signal: OutboxSignal, admin_ids: frozenset[int],
 ) -> None:
     args = (command.args or "").split()
     if len(args) != 2:
         await message.answer(texts.render(lang, "staff/refund_usage"))
         return
     outcome = await orders.refund_order(
-        session, shop, order_id=args[0], refund_id=_request_id(message), amount=_amount(args[1])
+        session, shop, order_id=args[0], refund_id=_request_id(message), amount=_amount(args[1]),
+        actor=actor_of(message.from_user, admin_ids),
     )
     outbox_signal.wake()  # the member's refund notice, if any
     await message.answer(

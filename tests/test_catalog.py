@@ -250,3 +250,25 @@ async def test_freezes_and_birthday_corrections_are_audited_and_exported(
     assert len(chat.fake.calls_of("sendDocument")) == 1  # admins only
     await session.rollback()
     assert await session.scalar(select(func.count(Coupon.id))) == 1  # the welcome coupon only
+
+
+async def test_sales_and_refunds_recorded_by_staff_are_audited_a_tills_are_not(
+    chat: Conversation, session: AsyncSession, api: object
+) -> None:
+    import httpx
+
+    assert isinstance(api, httpx.AsyncClient)
+    member_id, code = await _join(chat, session)
+    await chat.send(message_update(STAFF_ID, f"/sale {code} 100.00 S-1"))
+    await chat.send(message_update(STAFF_ID, "/refund S-1 40.00"))
+    till = await api.post("/api/v1/orders", json={"order_id": "T-1", "member": code,
+                                                  "amount": "10.00"})
+    assert till.status_code == 201
+    lines = await _audit(session)
+    assert [(a.action, a.actor_telegram_id, a.member_id, a.subject) for a in lines] == [
+        ("order.sale", STAFF_ID, member_id, "order:S-1"),
+        ("order.refund", STAFF_ID, member_id, "order:S-1"),
+    ]
+    assert json.loads(lines[0].before)["points"] == 100
+    assert json.loads(lines[0].after) == {"points": 200, "amount": 10000}
+    assert json.loads(lines[1].after)["points"] == 160

@@ -24,7 +24,7 @@ from handlers.stats import IsAdmin
 from handlers.texts import LOCALES, Texts
 
 PAGE = 10
-MONEY_FIELDS = ("value", "min_spend")
+MONEY_FIELDS = ("value", "min_spend", "amount")
 
 
 def _word(texts: Texts, lang: str, key: str, fallback: str) -> str:

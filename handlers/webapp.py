@@ -46,6 +46,7 @@ ShellPage = Literal[
     "card", "points", "rewards", "coupons", "checkin", "profile", "invite", "admin"
 ]
 PAGES: tuple[str, ...] = get_args(Page)
+RewardKey = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,24}$")]
 HISTORY_PER_PAGE = 15
 STATIC_FOLDER = "static"
 STATUS_BY_CODE = {
@@ -394,14 +395,12 @@ def build_router() -> APIRouter:
             code=code, qr_svg=str(await _qr(code)), valid_seconds=card_code.VALID_SECONDS
         )
 
-    reward_key = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,24}$")]
-
     @router.get(
         "/rewards/{key}/confirmation", response_model=Confirmation,
         operation_id="webapp_reward_confirmation", summary="Ask before redeeming a reward",
     )
     async def confirm(
-        key: reward_key, caller: CallerDep, session: SessionDep, shop: ShopDep,
+        key: RewardKey, caller: CallerDep, session: SessionDep, shop: ShopDep,
         config: ConfigDep,
     ) -> Confirmation:
         """Refuses now what redeeming would refuse; the token redeems once."""
@@ -423,7 +422,7 @@ def build_router() -> APIRouter:
         operation_id="webapp_redeem", summary="Redeem a reward for a coupon",
     )
     async def redeem(
-        key: reward_key, body: RedeemIn, caller: CallerDep, session: SessionDep, shop: ShopDep,
+        key: RewardKey, body: RedeemIn, caller: CallerDep, session: SessionDep, shop: ShopDep,
         config: ConfigDep, request: Request,
     ) -> Redeemed:
         """The chat's use case: same limits, stock and races; one confirmation redeems once."""

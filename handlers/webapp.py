@@ -26,7 +26,7 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from jinja2 import TemplateNotFound
 from markupsafe import Markup
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain import card_code, checkin, coupons, members, plus, points, referrals, rewards
@@ -46,7 +46,13 @@ ShellPage = Literal[
     "card", "points", "rewards", "coupons", "checkin", "profile", "invite", "admin"
 ]
 PAGES: tuple[str, ...] = get_args(Page)
-RewardKey = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,24}$")]
+RewardKey = Annotated[
+    str, Path(pattern=r"^[a-z][a-z0-9_]{0,24}$", examples=["five_off"], description="a reward")
+]
+# A page is HTML; its refusals are JSON like every other answer here.
+HTML_PAGE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "the page"}
+}
 HISTORY_PER_PAGE = 15
 STATIC_FOLDER = "static"
 STATUS_BY_CODE = {
@@ -263,6 +269,13 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _iso_text(value: object) -> object:
+    """A date as the schema says it: ISO text, never a number Python would read as one."""
+    if not isinstance(value, str):
+        raise ValueError("must be a date such as 1990-05-20")
+    return value
+
+
 class RedeemIn(_Body):
     token: str = Field(
         pattern=r"^[0-9a-f]{16}$", description="the token of the confirmation the member saw"
@@ -271,14 +284,17 @@ class RedeemIn(_Body):
 
 class BirthdayIn(_Body):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"birthday": "1990-05-20"}]}
+        extra="forbid", json_schema_extra={"examples": [{"birthday": "1990-05-20"}]},
     )
 
-    birthday: date = Field(description="set once; only staff can correct it afterwards")
+    birthday: Annotated[date, BeforeValidator(_iso_text)] = Field(
+        description="a real date from 1900-01-01 to today (others are refused, 422); set once, "
+        "only staff can correct it afterwards"
+    )
 
 
 class MarketingIn(_Body):
-    on: bool
+    on: StrictBool  # `{"on": 0}` is not a yes or no
 
 
 class LanguageIn(_Body):
@@ -335,7 +351,7 @@ def build_router() -> APIRouter:
     )
 
     @router.get(
-        "/pages/{page}", response_class=HTMLResponse, operation_id="webapp_page",
+        "/pages/{page}", response_model=None, responses=HTML_PAGE, operation_id="webapp_page",
         summary="One page of the member center, rendered",
     )
     async def page(

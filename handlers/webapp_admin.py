@@ -15,6 +15,7 @@ from domain import analytics
 from handlers import charts, stats
 from handlers.webapp import (
     ERRORS,
+    HTML_PAGE,
     CallerDep,
     ConfigDep,
     MemberWords,
@@ -40,7 +41,7 @@ def build_router() -> APIRouter:
     )
 
     @router.get(
-        "/page", response_class=HTMLResponse, operation_id="webapp_admin_page",
+        "/page", response_model=None, responses=HTML_PAGE, operation_id="webapp_admin_page",
         summary="The dashboard for a period, rendered",
     )
     async def page(
@@ -65,8 +66,10 @@ def build_router() -> APIRouter:
 
     @router.get(
         "/charts/{name}", operation_id="webapp_admin_chart", summary="One chart, as SVG or PNG",
-        response_class=Response,
-        responses={200: {"content": {"image/svg+xml": {}, "image/png": {}}}},
+        response_model=None,
+        responses={200: {
+            "content": {"image/svg+xml": {}, "image/png": {}}, "description": "the chart"
+        }},
     )
     async def chart(
         name: Annotated[ChartName, Path()], caller: CallerDep, session: SessionDep,

@@ -4,7 +4,10 @@ and may do (only their own), the rotating card code at the till, and the chat's 
 from __future__ import annotations
 
 import re
+import shutil
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +37,7 @@ from tests.webapp_support import (
 __all__ = ["http", "webapp_app", "webapp_chat"]  # fixtures
 
 ANN, BOB = 5101, 5102
+ROOT = Path(__file__).resolve().parent.parent
 UNAUTHORIZED = {"error": "unauthorized", "message": "valid Telegram init data is required"}
 
 
@@ -357,3 +361,54 @@ def test_webapp_url_must_be_https(value: str) -> None:
 
     with pytest.raises(SettingsError, match="WEBAPP_URL"):
         load_settings(_env_file=None, webapp_url=value)
+
+
+async def test_the_mini_app_api_keeps_its_contract(
+    webapp_app: App, webapp_chat: Conversation, session: AsyncSession, clock: FixedClock,
+) -> None:
+    """schemathesis over the /app/api operations of the OpenAPI document, as a genuine member
+    (every check and phase; the till API's own run is tests/test_api_contract.py)."""
+    import asyncio
+    import os
+
+    from bot.http import EmbeddedServer, server_config
+    from tests.test_api_contract import _free_port
+
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    if st is None:
+        pytest.skip("schemathesis is in the test extras")
+    member = await join(webapp_chat, session, 8181, first_name="Contract")
+    await buy_through(webapp_app, member.code)
+    port = _free_port()
+    server = EmbeddedServer(server_config(webapp_app.http, "127.0.0.1", port))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        init_data = sign_init_data(8181, clock.now())
+        process = await asyncio.create_subprocess_exec(
+            st, "--config-file", str(ROOT / "tests" / "schemathesis.toml"), "--no-color", "run",
+            f"http://127.0.0.1:{port}/api/v1/openapi.json", "--include-path-regex", "^/app/api/",
+            # No OpenAPI links join these operations: the stateful phase has nothing to follow.
+            "--phases", "examples,coverage,fuzzing",
+            "--header", f"Authorization: tma {init_data}",
+            "--max-examples", "20", "--workers", "1", "--seed", "20261201",
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 600)
+    finally:
+        server.should_exit = True
+        await serving
+    report = out.decode()
+    assert process.returncode == 0, report[-6000:]
+    operations = sum(1 for p in webapp_app.http.openapi()["paths"].values() for _ in p if _)
+    assert f"Tested: {operations - 5}" in report, report[-3000:]  # all but the till's five
+    for phase in ("Examples", "Coverage", "Fuzzing"):
+        assert f"✅ {phase}" in report, report[-3000:]
+
+
+async def buy_through(app: App, member_code: str) -> None:
+    transport = httpx.ASGITransport(app=app.http)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        await buy(client, member_code, "contract-1", "5000.00")

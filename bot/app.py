@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -20,7 +21,7 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import BotCommand, User
+from aiogram.types import BotCommand, MenuButtonWebApp, User, WebAppInfo
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -41,6 +42,7 @@ from handlers import build_router
 from handlers.outbox_signal import OutboxSignal
 from handlers.start import staff_commands
 from handlers.texts import LANGUAGES, Texts, load_texts
+from handlers.webapp_auth import WebAppConfig
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 20
@@ -95,9 +97,11 @@ def create_app(
     bot = create_bot(settings, bot_session)
     in_flight = InFlight()
     outbox_signal = OutboxSignal()
+    webapp = _webapp_config(settings, texts)
     dispatcher = Dispatcher(
         shop=shop, texts=texts, session_factory=session_factory, outbox_signal=outbox_signal,
         staff_ids=settings.staff, admin_ids=settings.admin_ids,
+        webapp=webapp, webapp_url=webapp.url if webapp is not None else None,
     )
     dispatcher.update.outer_middleware(in_flight)
     dispatcher.update.outer_middleware(UpdateLog())
@@ -113,7 +117,7 @@ def create_app(
     http = create_http_app(
         engine, session_factory=session_factory, shop=shop,
         pos_token=settings.pos_api_token.get_secret_value() if settings.pos_api_token else None,
-        outbox_ready=outbox_signal.wake,
+        outbox_ready=outbox_signal.wake, webapp_config=webapp,
     )
     sender = OutboxSender(
         session_factory, bot, texts, shop, outbox_signal, paid_broadcast=settings.paid_broadcast
@@ -125,9 +129,20 @@ def create_app(
     )
 
 
+def _webapp_config(settings: Settings, texts: Texts) -> WebAppConfig | None:
+    """The Mini App's settings, or None when WEBAPP_URL is unset (the Mini App is off)."""
+    if settings.webapp_url is None:
+        return None
+    return WebAppConfig(
+        bot_token=settings.require_bot_token(), url=settings.webapp_url, texts=texts,
+        admin_ids=settings.admin_ids, max_age=timedelta(seconds=settings.webapp_init_max_age),
+        rotating_code=settings.webapp_rotating_code,
+    )
+
+
 async def _on_startup(
     bot: Bot, dispatcher: Dispatcher, texts: Texts, shop: Shop,
-    session_factory: async_sessionmaker[AsyncSession],
+    session_factory: async_sessionmaker[AsyncSession], webapp: WebAppConfig | None = None,
 ) -> None:
     async with session_factory() as session:
         # The live catalog's first start: the program's items and templates not stored yet.
@@ -135,6 +150,13 @@ async def _on_startup(
     me = await bot.get_me()
     dispatcher["bot_username"] = me.username or ""
     await register_commands(bot, texts)
+    if webapp is not None:
+        webapp.bot_username = me.username or ""
+        # The chat's menu button opens the member center (one default for every chat, so in
+        # the default language).
+        await bot.set_chat_menu_button(menu_button=MenuButtonWebApp(
+            text=texts.label("en", "webapp_menu_button"), web_app=WebAppInfo(url=webapp.url),
+        ))
 
 
 async def register_commands(bot: Bot, texts: Texts) -> None:

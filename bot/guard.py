@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,6 +189,67 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+class WebAppGuard:
+    """ASGI middleware in front of the Mini App (``prefix``): no till token there (Telegram's
+    init data is its key, checked from the headers by ``verify`` before the body is read,
+    under ``api_prefix``), but the same caps on a body's size, arrival time and depth."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verify: Callable[[str | None], bool],
+        limits: HttpLimits = DEFAULT_LIMITS,
+        prefix: str = "/app",
+        api_prefix: str = "/app/api/",
+    ) -> None:
+        self.app = app
+        self.verify = verify
+        self.prefix = prefix
+        self.api_prefix = api_prefix
+        self.body = TillGuard(app, token=None, slots=1, limits=limits)  # its body reading
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if path.startswith(self.api_prefix):
+            header = headers.get(b"authorization")
+            if not self.verify(header.decode("latin-1") if header is not None else None):
+                body = json.dumps(
+                    {"error": "unauthorized", "message": "valid Telegram init data is required"}
+                ).encode()
+                await send({
+                    "type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())],
+                })
+                await send({"type": "http.response.body", "body": body})
+                return
+        limit = self.body.max_body
+        too_large = f"a request body is at most {limit} bytes"
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _answer(send, 413, "body_too_large", too_large)
+            return
+        try:
+            body = await asyncio.wait_for(self.body._read_body(receive), self.body.body_seconds)
+        except _TooLarge:
+            await _answer(send, 413, "body_too_large", too_large)
+            return
+        except TimeoutError:
+            await _answer(send, 408, "body_too_slow", "the request body did not arrive in time")
+            return
+        except _Disconnected:
+            return
+        if body and json_depth(body) > self.body.max_depth:
+            await _answer(send, 422, "invalid_input", "the JSON body is nested too deeply")
+            return
+        await self.app(scope, _replay(body, receive), send)
 
 
 class GuardedH11Protocol(H11Protocol):

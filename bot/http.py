@@ -13,12 +13,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.guard import DEFAULT_LIMITS, GuardedH11Protocol, HttpLimits, TillGuard
+from bot.guard import DEFAULT_LIMITS, GuardedH11Protocol, HttpLimits, TillGuard, WebAppGuard
 from bot.logs import RequestLog
 from bot.settings import DEFAULT_PROGRAM_FILE
 from domain.program import load_program
 from domain.shop import Shop
-from handlers import api, reports_api
+from handlers import api, reports_api, webapp
+from handlers.webapp_auth import WebAppConfig, verified_user
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,11 @@ DESCRIPTION = """The till API of Member Companion. Every call under `/api/v1` ne
    phone is refused with `spend_proof_required` (403) and changes nothing. A lookup with the
    spend code also lists the coupons' codes and does not use the spend code up.
 3. *Coupons*: a coupon is used by its own code (`coupon_code`), which only its owner sees in
-   the chat: the member code is enough beside it."""
+   the chat: the member code is enough beside it.
+4. *Rotating card codes*: when the shop turns them on, the card's QR code in the member center
+   carries `R` and 22 more characters instead of the member code, valid one minute. Put it
+   into `member` (or the lookup path) as the member code; it earns like the member code and is
+   refused after the minute (`card_code_refused`, 409)."""
 
 
 def create_http_app(
@@ -52,6 +57,7 @@ def create_http_app(
     pos_token: str | None = None,
     outbox_ready: Callable[[], None] = lambda: None,
     limits: HttpLimits = DEFAULT_LIMITS,
+    webapp_config: WebAppConfig | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Member Companion till API",
@@ -71,6 +77,14 @@ def create_http_app(
     app.add_middleware(
         TillGuard, token=pos_token, limits=limits, slots=_till_share(engine, limits.member_share)
     )
+    if webapp_config is not None and shop is not None:
+        # The Mini App (WEBAPP_URL set): its pages, and its own guard (init data, not the
+        # till's token; the same body limits).
+        webapp.install(app, webapp_config)
+        app.add_middleware(
+            WebAppGuard, limits=limits,
+            verify=lambda header: verified_user(webapp_config, header, shop.now()) is not None,
+        )
     app.add_middleware(RequestLog)
 
     @app.get("/healthz", include_in_schema=False)

@@ -42,8 +42,17 @@ class Settings(BaseSettings):
     # Key of the one-way hash kept of a Telegram id when a member erases their data, so the
     # sign-up gifts are given once per account. Changing it forgets who has been here before.
     member_hash_secret: SecretStr | None = None
+    # The Mini App (member center, admin dashboard): the public HTTPS address reaching /app;
+    # unset, the Mini App is off and the chat works without it.
+    webapp_url: str | None = None
+    # Telegram's init data older than this (seconds) is refused.
+    webapp_init_max_age: int = Field(default=24 * 3600, ge=60)
+    # The card's QR in the member center carries a code valid one minute, not the member code.
+    webapp_rotating_code: bool = False
 
-    @field_validator("bot_token", "telegram_api_url", "pos_api_token", mode="before")
+    @field_validator(
+        "bot_token", "telegram_api_url", "pos_api_token", "webapp_url", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `.env.example` lists optional settings with nothing after `=`: that means "not set".
@@ -112,6 +121,14 @@ class Settings(BaseSettings):
     def _api_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else None
+
+    @field_validator("webapp_url")
+    @classmethod
+    def _webapp_url(cls, value: str | None) -> str | None:
+        # Telegram opens Mini Apps over HTTPS only.
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must start with https:// (Telegram opens Mini Apps only over HTTPS)")
         return value.rstrip("/") if value else None
 
     @field_validator("member_hash_secret", mode="before")

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain import card_code
 from domain.errors import DomainError, MemberFrozen, MemberNotFound
 from domain.growth import GrowthTotal, total_of, window_sums
 from domain.member_code import check_character, new_code, normalize_code, normalize_member_code
@@ -142,7 +143,10 @@ async def identify(
     session: AsyncSession, shop: Shop, query: str, *, field: str = "member"
 ) -> TillIdentity:
     """The member a till names by spend code, member code or phone. A spend code must be
-    unused and unexpired (it is not consumed here: see ``consume``); it proves presence."""
+    unused and unexpired (it is not consumed here: see ``consume``); it proves presence. A
+    rotating card code (``domain.card_code``) stands for the member code while it is valid."""
+    if card_code.looks_like_card_code(query):
+        query = card_code.member_code_of(shop, query, field=field)
     code = normalize_spend_code(query)
     if code is None:
         return TillIdentity(await find_member(session, shop, query))
@@ -196,6 +200,8 @@ async def identify_buyer(
     member code or phone, as ``find_member`` looks them up) with the growth of the tier window,
     the member's row locked until commit (PostgreSQL; SQLite holds the write lock already).
     Refuses as ``identify`` does; a frozen member raises MemberFrozen."""
+    if card_code.looks_like_card_code(query):
+        query = card_code.member_code_of(shop, query, field=field)
     purchase, behaviour = window_sums(shop, Member.__table__.c.id, shop.now())
     base = select(*_BUYER_COLUMNS, purchase, behaviour).with_for_update(key_share=True, of=Member)
     spend_code = normalize_spend_code(query)

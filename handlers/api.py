@@ -43,6 +43,7 @@ STATUS_BY_CODE = {
     "spend_code_unknown": 404,  # like an unknown member: a reference to nothing
     "spend_code_expired": 409,
     "spend_code_used": 409,
+    "card_code_refused": 409,  # a rotating card code that is forged or over a minute old
 }
 # A well-formed request the shop's current state refuses is a conflict (409), a reference to
 # nothing is 404; 422 stays for what is wrong with the request itself.
@@ -81,7 +82,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "the id was used before with a different body, or the shop's state "
         "refuses it: not enough points, a coupon that is used, expired, another member's or "
         "below its minimum spend, a refund over what is left of the order, a spend code "
-        "already used (`spend_code_used`) or expired (`spend_code_expired`)",
+        "already used (`spend_code_used`) or expired (`spend_code_expired`), a rotating card "
+        "code that is not genuine or over a minute old (`card_code_refused`)",
     },
     413: {"model": ApiError, "description": "the body is over 16 KiB"},
     422: {"model": ApiError, "description": "a field is wrong: `field` names it"},
@@ -342,6 +344,8 @@ _MESSAGES = {
     "spend_code_unknown": "no such spend code",
     "spend_code_expired": "this spend code has expired: ask the member for a new one",
     "spend_code_used": "this spend code has already been used: ask the member for a new one",
+    "card_code_refused": "this card code is not valid (any more): ask the member to show the "
+    "card again",
 }
 
 

@@ -17,7 +17,7 @@ from domain.models import Member
 from domain.shop import Shop
 from handlers.callbacks import SpendCodeAsk
 from handlers.filters import MenuButton
-from handlers.keyboards import card_actions
+from handlers.keyboards import card_actions, member_center_rows
 from handlers.media import qr_png
 from handlers.texts import Texts
 
@@ -42,12 +42,15 @@ class CardUploads:
     async def card(
         self, message: Message, session: AsyncSession, shop: Shop, texts: Texts,
         member: Member, lang: str, growth: GrowthTotal | None = None,
+        webapp_url: str | None = None,
     ) -> None:
         view = await members.member_card(session, shop, member, growth)
         badge = plus.is_active(member.plus_state, member.plus_until, shop.now())
         caption = texts.render(lang, "card_caption", card=view, plus=badge)
         # A frozen member's points cannot be used at the till: no button to try.
-        markup: InlineKeyboardMarkup | None = None if view.frozen else card_actions(texts, lang)
+        rows = [] if view.frozen else card_actions(texts, lang).inline_keyboard
+        rows = [*rows, *member_center_rows(texts, lang, webapp_url, "card")]
+        markup = InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
         file_id = member.card_file_id
         if file_id is None and member.code in self.uploads:
             file_id = await asyncio.shield(self.uploads[member.code])

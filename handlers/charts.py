@@ -78,8 +78,9 @@ class Chart:
         return [t for t in found if t]
 
 
-def render(chart: Chart) -> bytes:
-    """The chart as a PNG of WIDTH_PX x HEIGHT_PX."""
+def render(chart: Chart, image_format: str = "png") -> bytes:
+    """The chart as a PNG of WIDTH_PX x HEIGHT_PX, or as SVG (``image_format="svg"``, for the
+    Mini App's dashboard): one drawing, two encodings."""
     font = _font()
     figure = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI)
     FigureCanvasAgg(figure)
@@ -124,5 +125,5 @@ def render(chart: Chart) -> bytes:
     axes.grid(axis="x" if chart.kind in ("pyramid", "funnel") else "y", alpha=0.3)
     figure.tight_layout()
     out = io.BytesIO()
-    figure.savefig(out, format="png", dpi=DPI)
+    figure.savefig(out, format=image_format, dpi=DPI)
     return out.getvalue()

@@ -7,6 +7,7 @@ from aiogram.types import (
     InlineKeyboardMarkup,
     KeyboardButton,
     ReplyKeyboardMarkup,
+    WebAppInfo,
 )
 
 from handlers.callbacks import LanguageChoice, ProfileAction, ProfileLanguage, SpendCodeAsk
@@ -70,3 +71,14 @@ def card_actions(texts: Texts, lang: str) -> InlineKeyboardMarkup:
             ]
         ]
     )
+
+
+def member_center_rows(
+    texts: Texts, lang: str, webapp_url: str | None, page: str
+) -> list[list[InlineKeyboardButton]]:
+    """"Open member center" on ``page`` of the Mini App; nothing when it is off."""
+    if not webapp_url:
+        return []
+    return [[InlineKeyboardButton(
+        text=texts.label(lang, "webapp_open"), web_app=WebAppInfo(url=f"{webapp_url}/{page}")
+    )]]

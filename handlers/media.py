@@ -16,3 +16,11 @@ def qr_png(data: str, *, scale: int = 12) -> bytes:
     qr = segno.make(data, error="m", micro=False, mask=QR_MASK)
     qr.save(buffer, kind="png", scale=scale, border=4)
     return buffer.getvalue()
+
+
+def qr_svg(data: str, *, scale: int = 8) -> str:
+    """The QR code as inline SVG (the Mini App's pages): dark on white with its quiet zone,
+    whatever the page's theme, so a till's scanner reads it."""
+    qr = segno.make(data, error="m", micro=False, mask=QR_MASK)
+    svg: str = qr.svg_inline(scale=scale, border=4, dark="#000", light="#fff", omitsize=True)
+    return svg

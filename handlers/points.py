@@ -13,11 +13,13 @@ from domain.shop import Shop
 from handlers.callbacks import PointsPage
 from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
+from handlers.keyboards import member_center_rows
 from handlers.texts import Texts
 
 
 async def _render(
-    session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str, page: int
+    session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str, page: int,
+    webapp_url: str | None = None,
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     seen = await points.overview(session, shop, member.id, page=page)
     text = texts.render(lang, "points/overview", o=seen, soon_days=points.SOON_DAYS)
@@ -36,22 +38,27 @@ async def _render(
                 callback_data=PointsPage(page=seen.page + 1).pack(),
             )
         )
-    return text, InlineKeyboardMarkup(inline_keyboard=[buttons]) if buttons else None
+    rows = [buttons] if buttons else []
+    rows += member_center_rows(texts, lang, webapp_url, "points")
+    return text, InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 
 
 async def show(
-    message: Message, session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str
+    message: Message, session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str,
+    webapp_url: str | None = None,
 ) -> None:
-    text, markup = await _render(session, shop, texts, member, lang, 0)
+    text, markup = await _render(session, shop, texts, member, lang, 0, webapp_url)
     await message.answer(text, reply_markup=markup)
 
 
 async def turn_page(
     query: CallbackQuery, callback_data: PointsPage, session: AsyncSession, shop: Shop,
-    texts: Texts, member: Member, lang: str,
+    texts: Texts, member: Member, lang: str, webapp_url: str | None = None,
 ) -> None:
     # The page shows the presser's own ledger: nothing in the callback names a member.
-    text, markup = await _render(session, shop, texts, member, lang, callback_data.page)
+    text, markup = await _render(
+        session, shop, texts, member, lang, callback_data.page, webapp_url
+    )
     await edit_in_place(query, text=text, markup=markup)
 
 

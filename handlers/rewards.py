@@ -18,6 +18,7 @@ from handlers.callbacks import CouponOpen, RewardRedeem, RewardView
 from handlers.coupons import coupon_worth
 from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
+from handlers.keyboards import member_center_rows
 from handlers.texts import Texts
 
 CATALOG = ""  # RewardView(key=""): back to the catalog
@@ -34,7 +35,8 @@ def _worth(texts: Texts, lang: str, reward: Reward) -> str:
 
 
 async def _catalog(
-    session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str
+    session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str,
+    webapp_url: str | None = None,
 ) -> tuple[str, InlineKeyboardMarkup]:
     offers = await rewards.catalog(session, shop, member)
     text = texts.render(
@@ -51,15 +53,16 @@ async def _catalog(
                 RewardView(key=o.reward.key),
             )
             for o in offers
-        ]
+        ] + member_center_rows(texts, lang, webapp_url, "rewards")
     )
     return text, markup
 
 
 async def show_catalog(
-    message: Message, session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str
+    message: Message, session: AsyncSession, shop: Shop, texts: Texts, member: Member, lang: str,
+    webapp_url: str | None = None,
 ) -> None:
-    text, markup = await _catalog(session, shop, texts, member, lang)
+    text, markup = await _catalog(session, shop, texts, member, lang, webapp_url)
     await message.answer(text, reply_markup=markup)
 
 
@@ -71,9 +74,10 @@ async def view(
     texts: Texts,
     member: Member,
     lang: str,
+    webapp_url: str | None = None,
 ) -> None:
     if callback_data.key == CATALOG:
-        text, markup = await _catalog(session, shop, texts, member, lang)
+        text, markup = await _catalog(session, shop, texts, member, lang, webapp_url)
     else:
         offer = await rewards.offer(session, shop, member, callback_data.key)
         text = texts.render(

@@ -14,6 +14,7 @@ from bot.db import create_engine, create_session_factory
 from bot.scheduler import job_day
 from bot.sender import render_push
 from bot.settings import Settings
+from domain import catalog
 from domain.clock import SystemClock
 from domain.coupons import COUPON_CODE_LENGTH, last_valid_instant
 from domain.jobs import JobReport, PlannedPush, coupon_payload, last_occasion
@@ -84,7 +85,7 @@ async def _print_samples(
             if member is None:
                 continue
             if report.dry_run:
-                payload = _preview(shop, planned)
+                payload = await _preview(session, shop, planned)
             else:
                 written = await session.scalar(select(Push.payload).where(Push.key == planned.key))
                 if written is None:
@@ -98,11 +99,14 @@ async def _print_samples(
             print(f"\n(dry run: {PREVIEW_CODE} stands for the coupon codes a real run grants)")
 
 
-def _preview(shop: Shop, planned: PlannedPush) -> dict[str, Any]:
+async def _preview(
+    session: AsyncSession, shop: Shop, planned: PlannedPush
+) -> dict[str, Any]:
     """A dry run grants no coupon: the payload a real run would write now, with a stand-in
-    code (domain.jobs._write_batch)."""
+    code (domain.jobs._write_batch), from the live catalog's template."""
     payload = dict(planned.payload)
-    template = shop.program.coupon_template(planned.coupon_template or "")
+    key = planned.coupon_template
+    template = await catalog.coupon_template(session, shop, key) if key else None
     if template is not None:
         until = last_valid_instant(shop, shop.now(), template.valid_days)
         payload["coupon"] = coupon_payload(shop, template, PREVIEW_CODE, until)

@@ -18,6 +18,7 @@ from sqlalchemy import Row, Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
+from domain import catalog
 from domain.coupons import COUPON_DATA_LENGTH, last_valid_instant
 from domain.idempotency import with_retry_on_race
 from domain.member_code import new_code
@@ -190,11 +191,14 @@ async def _write_batch(session: AsyncSession, shop: Shop, batch: list[PlannedPus
             now = shop.now()
             coupons, pushes = [], []
             codes = await new_coupon_codes(session, sum(1 for p in fresh if p.coupon_template))
+            # The live catalog's templates as they stand now (an admin may have changed one).
+            templates = await catalog.templates_by_key(
+                session, shop, {p.coupon_template for p in fresh if p.coupon_template}
+            )
             for planned in fresh:
                 payload = dict(planned.payload)
                 template = (
-                    shop.program.coupon_template(planned.coupon_template)
-                    if planned.coupon_template else None
+                    templates[planned.coupon_template] if planned.coupon_template else None
                 )
                 if template is not None:
                     code = codes.pop()

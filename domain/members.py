@@ -20,6 +20,7 @@ from domain.growth import GrowthTotal, growth_from_sums, growth_total, growth_wi
 from domain.member_code import new_member_code, normalize_member_code
 from domain.models import FormerAccount, Member, TierChange
 from domain.phone import normalize_phone
+from domain.program import CouponTemplate
 from domain.shop import Shop
 from domain.tiers import TierProgress, progress
 from domain.transaction import SINGLE_READ_OPTIONS, read_transaction, write_transaction
@@ -52,6 +53,8 @@ class Registration:
     # A person who was a member before and erased their data: welcomed back, without the
     # sign-up bonus, the welcome coupon or a referral for whoever invited them.
     returning: bool = False
+    # The welcome coupon the new member was given (the live catalog's template), if any.
+    welcome_coupon: CouponTemplate | None = None
 
 
 def account_hash(secret: bytes, telegram_id: int) -> str:
@@ -181,8 +184,8 @@ async def register(
                     reason="sign-up bonus", key=f"signup:{member.id}",
                 )
                 member.points_balance = posting.balance
-            await referrals.on_registered(session, shop, member, referrer)
-            return Registration(member, created=True, referrer=referrer)
+            welcome = await referrals.on_registered(session, shop, member, referrer)
+            return Registration(member, created=True, referrer=referrer, welcome_coupon=welcome)
     except IntegrityError:
         # Two first messages raced (PostgreSQL): the other one registered the member.
         existing = await member_by_telegram_id(session, profile.telegram_id)

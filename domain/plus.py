@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain import outbox
+from domain import catalog, outbox
 from domain.coupons import ACTIVE as COUPON_ACTIVE
 from domain.coupons import VOID, issue_coupon
 from domain.errors import DomainError, MemberFrozen, MemberNotFound
@@ -132,11 +132,13 @@ class PlusStanding:
         return self.state != NONE
 
 
-def _standing(shop: Shop, member: Member) -> PlusStanding:
+async def _standing(session: AsyncSession, shop: Shop, member: Member) -> PlusStanding:
     rules = shop.program.plus
     now = shop.now()
     on = is_active(member.plus_state, member.plus_until, now)
-    pack = [shop.program.coupon_template(key) for key in rules.coupon_pack]
+    async with read_transaction(session):
+        templates = await catalog.templates_by_key(session, shop, rules.coupon_pack)
+    pack = [templates[key] for key in rules.coupon_pack]
     return PlusStanding(
         enabled=rules.enabled, price_stars=rules.price_stars, trial_days=rules.trial_days,
         multiplier=rules.points_multiplier, pack=[t for t in pack if t is not None],
@@ -154,7 +156,7 @@ async def standing(session: AsyncSession, shop: Shop, member_id: int) -> PlusSta
         member = await session.get(Member, member_id, populate_existing=True)
     if member is None or member.status == DELETED:
         raise MemberNotFound(member_id=member_id)
-    return _standing(shop, member)
+    return await _standing(session, shop, member)
 
 
 async def _locked_member(session: AsyncSession, member_id: int) -> Member:
@@ -183,7 +185,7 @@ async def check_join(session: AsyncSession, shop: Shop, member_id: int) -> PlusS
         if member is None or member.status == DELETED:
             raise MemberNotFound(member_id=member_id)
         _may_buy(shop, member)
-    return _standing(shop, member)
+    return await _standing(session, shop, member)
 
 
 async def checkout_refusal(
@@ -227,7 +229,7 @@ async def start_trial(session: AsyncSession, shop: Shop, member_id: int) -> Plus
         member.plus_state, member.plus_trial_used = TRIAL, True
         member.plus_until = shop.now() + timedelta(days=rules.trial_days)
         member.plus_cancelled = False
-    return _standing(shop, member)
+    return await _standing(session, shop, member)
 
 
 @dataclass(frozen=True)
@@ -283,8 +285,9 @@ async def record_payment(
         member.plus_until = max(end, current) if current is not None else end
         member.plus_cancelled = False
         issued = []
+        templates = await catalog.templates_by_key(session, shop, shop.program.plus.coupon_pack)
         for key in shop.program.plus.coupon_pack:
-            template = shop.program.coupon_template(key)
+            template = templates[key]
             if template is None:
                 continue
             coupon = await issue_coupon(
@@ -345,7 +348,7 @@ async def set_cancelled(
         member = await _locked_member(session, member_id)
         await _renewing_charge(session, shop, member)
         member.plus_cancelled = cancelled
-    return _standing(shop, member)
+    return await _standing(session, shop, member)
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import AliasedClass
 
-from domain import outbox, points
+from domain import catalog, outbox, points
 from domain.coupons import issue_coupon
 from domain.errors import MemberFrozen
 from domain.growth import BEHAVIOUR, add_growth
 from domain.member_code import ALPHABET, normalize_member_code
 from domain.models import Coupon, GrowthEntry, LedgerEntry, Member, Order, Push
+from domain.program import CouponTemplate
 from domain.shop import Shop
 from domain.tiers import check_upgrade, recheck_after_refund
 from domain.transaction import read_transaction, write_transaction
@@ -108,21 +109,23 @@ def month_bounds(shop: Shop, year: int, month: int) -> tuple[datetime, datetime]
 
 async def on_registered(
     session: AsyncSession, shop: Shop, member: Member, referrer: Member | None
-) -> None:
+) -> CouponTemplate | None:
     """Called inside the registration transaction of a new member: every new member, invited
-    or not, gets the first-order (welcome) coupon, once. The inviter gets nothing yet."""
-    template = shop.program.coupon_template(WELCOME)
-    if template is None:  # a shop may run without a welcome coupon
-        return
+    or not, gets the first-order (welcome) coupon, once, as the live catalog has it now. The
+    inviter gets nothing yet. Returns the template given, or None."""
+    template = await catalog.coupon_template(session, shop, WELCOME)
+    if template is None:  # a shop may run without a welcome coupon (or paused it)
+        return None
     issued = await session.scalar(
         select(Coupon.id).where(Coupon.member_id == member.id, Coupon.source == WELCOME)
     )
     if issued is not None:
-        return
+        return None
     await issue_coupon(
         session, shop, member.id, source=WELCOME, kind=template.kind, value=template.value,
         min_spend=template.min_spend, valid_days=template.valid_days,
     )
+    return template
 
 
 def _kept(entry: type[LedgerEntry] | type[GrowthEntry], member_id: int) -> ColumnElement[bool]:

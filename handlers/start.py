@@ -47,7 +47,7 @@ async def greet(
             bonus=shop.program.points.signup,
             referrer_name=registration.referrer.display_name if registration.referrer else None,
             next_tier=shop.program.next_tier(member.tier),
-            welcome_coupon=shop.program.coupon_template("welcome"),
+            welcome_coupon=registration.welcome_coupon,
         )
     else:
         text = texts.render(lang, "welcome_back", name=member.display_name, code=member.code)

@@ -8,13 +8,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime, time
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.middlewares import Throttle
 from domain import catalog
 from domain.audit import Actor
+from domain.clock import FixedClock
 from domain.models import (
     AuditEntry,
     CatalogCouponTemplate,
@@ -22,7 +24,9 @@ from domain.models import (
     Coupon,
     LedgerEntry,
     Member,
+    Push,
 )
+from domain.schedule import run_job
 from domain.shop import Shop
 from handlers.callbacks import CatalogAction, RewardRedeem, RewardView
 from tests.conftest import ADMIN_ID, STAFF_ID, Conversation
@@ -272,3 +276,44 @@ async def test_sales_and_refunds_recorded_by_staff_are_audited_a_tills_are_not(
     assert json.loads(lines[0].before)["points"] == 100
     assert json.loads(lines[0].after) == {"points": 200, "amount": 10000}
     assert json.loads(lines[1].after)["points"] == 160
+
+
+async def test_the_welcome_coupon_follows_the_live_template(
+    chat: Conversation, session: AsyncSession, shop: Shop
+) -> None:
+    await catalog.change_template(session, shop, ADMIN, "welcome", "value", 2500)
+    member_id, _ = await _join(chat, session)
+    welcome = (await session.scalars(
+        select(Coupon).where(Coupon.member_id == member_id, Coupon.source == "welcome")
+    )).one()
+    assert welcome.value == 2500
+    assert "25" in _last_to(chat, MEMBER).params["text"]  # the greeting names what was given
+
+
+async def test_a_paused_welcome_template_gives_no_coupon(
+    chat: Conversation, session: AsyncSession, shop: Shop
+) -> None:
+    await catalog.change_template(session, shop, ADMIN, "welcome", "paused", True)
+    member_id, _ = await _join(chat, session)
+    assert await session.scalar(
+        select(func.count()).select_from(Coupon).where(Coupon.member_id == member_id)
+    ) == 0
+
+
+async def test_lifecycle_offers_follow_the_live_template(
+    session: AsyncSession, session_factory: async_sessionmaker[AsyncSession], shop: Shop,
+    clock: FixedClock,
+) -> None:
+    from tests.test_jobs_lifecycle import TODAY, _member_bought
+
+    clock.set(datetime.combine(TODAY, time(11), tzinfo=shop.tz))
+    await catalog.change_template(session, shop, ADMIN, "dormant_wakeup", "value", 3300)
+    member_id = await _member_bought(session, shop, 60, days_ago=60)
+    await run_job(session_factory, shop, "lifecycle", today=TODAY)
+    await session.rollback()
+    offer = (await session.scalars(
+        select(Coupon).where(Coupon.member_id == member_id, Coupon.source == "dormant_wakeup")
+    )).one()
+    assert offer.value == 3300
+    push = (await session.scalars(select(Push).where(Push.member_id == member_id))).one()
+    assert json.loads(push.payload)["coupon"]["value"] == 3300

@@ -100,7 +100,7 @@ def create_app(
         program=program, clock=clock or SystemClock(), tz=settings.tz,
         phone_region=settings.phone_region, member_hash_secret=settings.member_hash_key(),
     )
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, **settings.pool_options())
     session_factory = create_session_factory(engine)
     texts = load_texts(currency=program.currency)
     bot = create_bot(settings, bot_session)

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     bot_token: SecretStr | None = None
     telegram_api_url: str | None = None
     database_url: str = "sqlite+aiosqlite:///data/companion.db"
+    # PostgreSQL: the most connections this worker opens (40% kept, the rest for bursts);
+    # N workers need N * (DATABASE_POOL + 3) under the server's max_connections.
+    database_pool: int = Field(default=50, ge=2, le=1000)
     timezone: str = "Asia/Shanghai"
     admin_ids: IdList = frozenset()
     staff_ids: IdList = frozenset()
@@ -179,6 +182,13 @@ class Settings(BaseSettings):
         """The path of WEBHOOK_URL, served by the HTTP server (``/telegram/webhook`` if none)."""
         path = urlsplit(self.webhook_url).path if self.webhook_url else ""
         return path if path not in ("", "/") else DEFAULT_WEBHOOK_PATH
+
+    def pool_options(self) -> dict[str, int]:
+        """Pool size and overflow for a server database (SQLite keeps its own pool)."""
+        if make_url(self.database_url).get_backend_name() == "sqlite":
+            return {}
+        kept = max(1, round(self.database_pool * 0.4))
+        return {"pool_size": kept, "max_overflow": self.database_pool - kept}
 
     @property
     def tz(self) -> ZoneInfo:

@@ -122,8 +122,14 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 class FakeTelegram:
     """In-process fake of the Telegram Bot API, bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, rate_limit_per_second: float | None = None) -> None:
+    def __init__(
+        self,
+        rate_limit_per_second: float | None = None,
+        limit_chats: Callable[[int], bool] | None = None,
+    ) -> None:
         self.rate_limit_per_second = rate_limit_per_second
+        # Which chats the rate limit counts (None: all), e.g. only the members pushes go to.
+        self.limit_chats = limit_chats
         self.calls: list[Call] = []
         self.rate_limited = 0
 
@@ -359,7 +365,7 @@ class FakeTelegram:
         if handler is None:
             error = _ApiError(404, "Not Found: method not found")
         else:
-            error = self._injected_failure(method, params) or self._rate_limit(method)
+            error = self._injected_failure(method, params) or self._rate_limit(method, params)
 
         if error is None:
             assert handler is not None
@@ -394,9 +400,12 @@ class FakeTelegram:
             return _ApiError(rule.error_code, rule.description, rule.retry_after)
         return None
 
-    def _rate_limit(self, method: str) -> _ApiError | None:
+    def _rate_limit(self, method: str, params: dict[str, Any]) -> _ApiError | None:
         if self.rate_limit_per_second is None or method not in _RATE_LIMITED_METHODS:
             return None
+        if self.limit_chats is not None and params.get("chat_id") not in (None, ""):
+            if not self.limit_chats(int(_chat(params["chat_id"])["id"])):
+                return None
         now = time.monotonic()
         while self._send_times and now - self._send_times[0] >= 1.0:
             self._send_times.popleft()

@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Member Companion: a loyalty program in a Telegram chat. Without a command: apply "
             "pending database migrations, then run the bot (webhook with WEBHOOK_URL, else long "
-            "polling), the scheduler and the HTTP API until SIGINT/SIGTERM. Settings come from the environment or .env."
+            "polling), the scheduler and the HTTP API until SIGINT/SIGTERM. Settings come from "
+            "the environment or .env."
         ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_SETTINGS
 
     from bot.app import create_app, run
-    from bot.coordination import DatabaseInUse, lock_sqlite_file
+    from bot.coordination import DatabaseInUse, lock_sqlite_file, migrate_alone
 
     try:
         # Held until the process ends: a second bot on the same SQLite file stops here.
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseInUse as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATABASE_IN_USE
-    migrate(settings.database_url)
+    asyncio.run(migrate_alone(settings.database_url))
 
     async def _main() -> None:
         app = create_app(settings, program=program)

@@ -255,3 +255,25 @@ class SharedOutboxSignal(OutboxSignal):
         """Let notifications in flight go out (at shutdown)."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
+
+
+async def migrate_alone(database_url: str) -> None:
+    """Apply pending migrations while holding an advisory lock on PostgreSQL, so workers
+    started together migrate one after another (the later ones find nothing to do)."""
+    from bot.db import migrate
+
+    engine = coordination_engine(database_url)
+    if engine is None:
+        await asyncio.to_thread(migrate, database_url)
+        return
+    try:
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            keys = {"app": APPLICATION_KEY, "role": 0}
+            await connection.scalar(text("SELECT pg_advisory_lock(:app, :role)"), keys)
+            try:
+                await asyncio.to_thread(migrate, database_url)
+            finally:
+                await connection.scalar(text("SELECT pg_advisory_unlock(:app, :role)"), keys)
+    finally:
+        await engine.dispose()

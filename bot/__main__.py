@@ -10,6 +10,7 @@ from bot.settings import SettingsError, load_settings
 from domain.program import ProgramError, load_program
 
 EXIT_BAD_SETTINGS = 2
+EXIT_DATABASE_IN_USE = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,8 +18,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bot",
         description=(
             "Member Companion: a loyalty program in a Telegram chat. Without a command: apply "
-            "pending database migrations, then run the bot (long polling), the scheduler and "
-            "the HTTP API until SIGINT/SIGTERM. Settings come from the environment or .env."
+            "pending database migrations, then run the bot (webhook with WEBHOOK_URL, else long "
+            "polling), the scheduler and the HTTP API until SIGINT/SIGTERM. Settings come from "
+            "the environment or .env."
         ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -34,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
         help="print how many members it would reach and sample messages; change nothing",
     )
     run_one.add_argument("--date", help="the local date to run it for (YYYY-MM-DD); default today")
+    from bot.webhook import add_arguments as webhook_arguments
+
+    webhook_arguments(commands.add_parser(
+        "webhook", help="the webhook Telegram posts updates to: info, or delete it"
+    ))
     from bot.report_cli import add_arguments  # tqdm only; matplotlib is not imported
 
     add_arguments(commands.add_parser(
@@ -72,13 +79,24 @@ def main(argv: list[str] | None = None) -> int:
             migrate(settings.database_url)
             return asyncio.run(report_command(settings, program, args))
         settings.require_bot_token()
+        if args.command == "webhook":
+            from bot.webhook import webhook_command
+
+            return asyncio.run(webhook_command(settings, args))
     except (SettingsError, ProgramError, TemplatesMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
 
     from bot.app import create_app, run
+    from bot.coordination import DatabaseInUse, lock_sqlite_file, migrate_alone
 
-    migrate(settings.database_url)
+    try:
+        # Held until the process ends: a second bot on the same SQLite file stops here.
+        lock = lock_sqlite_file(settings.database_url)
+    except DatabaseInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DATABASE_IN_USE
+    asyncio.run(migrate_alone(settings.database_url))
 
     async def _main() -> None:
         app = create_app(settings, program=program)
@@ -89,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:  # e.g. a token Telegram refuses
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
+    finally:
+        if lock is not None:
+            lock.close()
     return 0
 
 

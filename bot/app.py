@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.admin_notices import AdminNotifier
+from bot.coordination import Role, SharedOutboxSignal, coordination_engine, worker_name
 from bot.db import create_engine, create_session_factory
 from bot.http import EmbeddedServer, create_http_app, server_config
 from bot.logs import UpdateLog
@@ -34,12 +35,12 @@ from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
 from bot.scheduler import catch_up, schedule_jobs
 from bot.sender import OutboxSender
 from bot.settings import Settings, SettingsError
+from bot.webhook import WebhookReceiver, register
 from domain import catalog
 from domain.clock import Clock, SystemClock
 from domain.program import Program, load_program
 from domain.shop import Shop
 from handlers import build_router
-from handlers.outbox_signal import OutboxSignal
 from handlers.start import staff_commands
 from handlers.texts import LANGUAGES, Texts, load_texts
 from handlers.webapp_auth import WebAppConfig
@@ -62,11 +63,22 @@ class App:
     in_flight: InFlight
     sender: OutboxSender
     notifier: AdminNotifier
+    outbox_signal: SharedOutboxSignal
+    roles: dict[str, Role]
+    webhook: WebhookReceiver | None
+    coordination: AsyncEngine | None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def holds(self) -> dict[str, bool]:
+        """The roles this worker holds now (``/healthz`` shows them)."""
+        return {name: role.held for name, role in self.roles.items()}
+
     async def close(self) -> None:
+        await self.outbox_signal.flush()
         await self.bot.session.close()
         await self.engine.dispose()
+        if self.coordination is not None:
+            await self.coordination.dispose()
 
 
 def create_bot(settings: Settings, session: BaseSession | None = None) -> Bot:
@@ -91,12 +103,13 @@ def create_app(
         program=program, clock=clock or SystemClock(), tz=settings.tz,
         phone_region=settings.phone_region, member_hash_secret=settings.member_hash_key(),
     )
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, **settings.pool_options())
     session_factory = create_session_factory(engine)
     texts = load_texts(currency=program.currency)
     bot = create_bot(settings, bot_session)
     in_flight = InFlight()
-    outbox_signal = OutboxSignal()
+    coordination = coordination_engine(settings.database_url)
+    outbox_signal = SharedOutboxSignal(engine if coordination is not None else None)
     webapp = _webapp_config(settings, texts)
     dispatcher = Dispatcher(
         shop=shop, texts=texts, session_factory=session_factory, outbox_signal=outbox_signal,
@@ -111,6 +124,16 @@ def create_app(
     dispatcher.update.outer_middleware(CurrentMember(staff_commands(router)))
     dispatcher.include_router(router)
     dispatcher.startup.register(_on_startup)
+    roles = {
+        "scheduler": Role("scheduler", coordination),
+        "sender": Role("sender", coordination, on_connection=outbox_signal.listen),
+    }
+    if not settings.webhook_url:
+        roles["poller"] = Role("poller", coordination)  # Telegram allows one long poller
+    webhook = (
+        WebhookReceiver(bot, dispatcher, settings.webhook_secret_value())
+        if settings.webhook_url else None
+    )
     scheduler = AsyncIOScheduler(timezone=settings.tz)
     notifier = AdminNotifier(bot, texts, settings.admin_ids, session_factory)
     schedule_jobs(scheduler, session_factory, shop, outbox_signal, notifier)
@@ -118,14 +141,19 @@ def create_app(
         engine, session_factory=session_factory, shop=shop,
         pos_token=settings.pos_api_token.get_secret_value() if settings.pos_api_token else None,
         outbox_ready=outbox_signal.wake, webapp_config=webapp,
+        roles=lambda: {name: role.held for name, role in roles.items()},
     )
+    if webhook is not None:
+        webhook.install(http, settings.webhook_path)
     sender = OutboxSender(
-        session_factory, bot, texts, shop, outbox_signal, paid_broadcast=settings.paid_broadcast
+        session_factory, bot, texts, shop, outbox_signal, paid_broadcast=settings.paid_broadcast,
+        claimant=worker_name(),
     )
     return App(
         settings=settings, shop=shop, engine=engine, session_factory=session_factory,
         texts=texts, bot=bot, dispatcher=dispatcher, http=http, scheduler=scheduler,
-        in_flight=in_flight, sender=sender, notifier=notifier,
+        in_flight=in_flight, sender=sender, notifier=notifier, outbox_signal=outbox_signal,
+        roles=roles, webhook=webhook, coordination=coordination,
     )
 
 
@@ -195,7 +223,8 @@ async def reach_telegram(
 
 
 async def run(app: App) -> None:
-    """Long polling, the scheduler and the HTTP server in one loop until SIGINT/SIGTERM."""
+    """Receiving updates (webhook or long polling), the HTTP server and, when this worker is
+    elected for them, the scheduler and the outbox sender, until SIGINT/SIGTERM."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, app.stopping.set)
@@ -208,37 +237,88 @@ async def run(app: App) -> None:
         await app.close()
         return
     log.info("connected to Telegram as @%s", me.username)
-    app.scheduler.start()
+    serving = asyncio.create_task(server.serve(), name="http")
+    if app.webhook is not None:
+        await _emit_startup(app)
+        await register(app.bot, app.dispatcher, app.settings)
+        log.info("webhook mode: updates arrive at %s", app.settings.webhook_path)
+    app.scheduler.start(paused=True)  # runs only while this worker holds the scheduler role
+    roles = [
+        asyncio.create_task(app.roles["scheduler"].run(
+            lambda resign: _schedule(app, resign), app.stopping), name="scheduler-role"),
+        asyncio.create_task(app.roles["sender"].run(app.sender.run, app.stopping),
+                            name="sender-role"),
+    ]
+    if "poller" in app.roles:
+        roles.append(asyncio.create_task(app.roles["poller"].run(
+            lambda resign: _poll(app, resign), app.stopping), name="poller-role"))
+    stop = asyncio.create_task(app.stopping.wait(), name="stop")
+    log.info("running: HTTP on %s:%s", app.settings.api_host, app.settings.api_port)
+    done, _ = await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
+    failure = next((t.exception() for t in done if t is not stop and t.exception()), None)
+    app.stopping.set()
+
+    log.info("stopping: letting in-flight updates finish")
+    if app.webhook is not None:
+        await app.webhook.drain(SHUTDOWN_GRACE_SECONDS)
+    await app.in_flight.wait(SHUTDOWN_GRACE_SECONDS)
+    server.should_exit = True
+    await asyncio.gather(serving, return_exceptions=True)
+    app.sender.signal.wake()
+    await asyncio.gather(*roles, return_exceptions=True)  # duties end, locks are released
+    app.scheduler.shutdown(wait=False)
+    if app.webhook is not None:
+        await app.dispatcher.emit_shutdown(**_workflow(app))
+    stop.cancel()
+    await app.close()
+    if failure is not None:
+        raise failure
+
+
+def _workflow(app: App) -> dict[str, object]:
+    return {
+        **app.dispatcher.workflow_data, "dispatcher": app.dispatcher, "bots": [app.bot],
+        "bot": app.bot,
+    }
+
+
+async def _emit_startup(app: App) -> None:
+    await app.dispatcher.emit_startup(**_workflow(app))
+
+
+async def _schedule(app: App, resign: asyncio.Event) -> None:
+    """The scheduler's duty: catch up on what was missed, then run the jobs on time."""
+    app.scheduler.resume()
     catching_up = asyncio.create_task(
-        catch_up(app.session_factory, app.shop, app.sender.signal, app.notifier),
+        catch_up(app.session_factory, app.shop, app.outbox_signal, app.notifier),
         name="catch-up",
     )
+    try:
+        await resign.wait()
+    finally:
+        app.scheduler.pause()
+        catching_up.cancel()  # job_runs lets the next holder finish what this one began
+        await asyncio.gather(catching_up, return_exceptions=True)
+
+
+async def _poll(app: App, resign: asyncio.Event) -> None:
+    """The long poller's duty (Telegram serves one getUpdates client per bot)."""
+    await app.bot.delete_webhook(drop_pending_updates=False)  # getUpdates refuses otherwise
     polling = asyncio.create_task(
         app.dispatcher.start_polling(
             app.bot, handle_signals=False, close_bot_session=False, handle_as_tasks=True
         ),
         name="polling",
     )
-    serving = asyncio.create_task(server.serve(), name="http")
-    sending = asyncio.create_task(app.sender.run(app.stopping), name="outbox")
-    stop = asyncio.create_task(app.stopping.wait(), name="stop")
-    log.info("running: HTTP on %s:%s", app.settings.api_host, app.settings.api_port)
-    done, _ = await asyncio.wait({polling, serving, stop}, return_when=asyncio.FIRST_COMPLETED)
-    failure = next((t.exception() for t in done if t is not stop and t.exception()), None)
-    app.stopping.set()
-
-    log.info("stopping: letting in-flight updates finish")
+    ending = asyncio.create_task(resign.wait())
+    await asyncio.wait({polling, ending}, return_when=asyncio.FIRST_COMPLETED)
     if not polling.done():
-        await app.dispatcher.stop_polling()
-    await app.in_flight.wait(SHUTDOWN_GRACE_SECONDS)
-    server.should_exit = True
-    await asyncio.gather(serving, return_exceptions=True)
-    app.scheduler.shutdown(wait=False)
-    catching_up.cancel()
-    await asyncio.gather(catching_up, return_exceptions=True)
-    app.sender.signal.wake()
-    await asyncio.gather(sending, return_exceptions=True)
-    stop.cancel()
-    await app.close()
-    if failure is not None:
-        raise failure
+        try:
+            await app.dispatcher.stop_polling()
+        except RuntimeError:  # it had not started yet
+            polling.cancel()
+        await app.in_flight.wait(SHUTDOWN_GRACE_SECONDS)
+    ending.cancel()
+    await asyncio.gather(polling, ending, return_exceptions=True)
+    if polling.done() and not polling.cancelled() and polling.exception() is not None:
+        raise polling.exception()  # type: ignore[misc]

@@ -58,6 +58,7 @@ def create_http_app(
     outbox_ready: Callable[[], None] = lambda: None,
     limits: HttpLimits = DEFAULT_LIMITS,
     webapp_config: WebAppConfig | None = None,
+    roles: Callable[[], dict[str, bool]] = dict,
 ) -> FastAPI:
     app = FastAPI(
         title="Member Companion till API",
@@ -95,8 +96,11 @@ def create_http_app(
         except Exception:  # any failure to reach the database is "unhealthy"
             # The reason goes to the log, never to the caller (it names hosts and ports).
             log.warning("health check: the database cannot be reached", exc_info=True)
-            return JSONResponse({"status": "unavailable", "database": "unavailable"}, 503)
-        return JSONResponse({"status": "ok", "database": "ok"})
+            return JSONResponse(
+                {"status": "unavailable", "database": "unavailable", **roles()}, 503
+            )
+        # Which roles this worker holds now (several workers: one scheduler, one sender).
+        return JSONResponse({"status": "ok", "database": "ok", **roles()})
 
     return app
 

@@ -122,7 +122,12 @@ class CurrentMember(BaseMiddleware):
 
 class Throttle(BaseMiddleware):
     """At most ``limit`` updates per ``seconds`` from one user; a flood gets one polite notice
-    and the rest are dropped until the user slows down."""
+    and the rest are dropped until the user slows down.
+
+    Kept in this process's memory on purpose: with N workers behind a round-robin balancer a
+    user may send up to N x ``limit`` before being slowed, and may get the notice from each
+    worker. It guards a worker from a runaway client; nothing it lets through can corrupt
+    anything (the domain's locks and unique keys do that, docs/deploy.md)."""
 
     def __init__(self, texts: Texts, *, limit: int = 8, seconds: float = 4.0) -> None:
         self.texts = texts

@@ -39,8 +39,16 @@ Stopping and restarting
     recorded, and sends nothing more; what it did not send stays ``pending`` and the next
     sender delivers it: none lost, none twice. One window cannot be closed without Telegram
     taking part: if the process dies (power cut, SIGKILL) after Telegram accepted a message
-    but before the "sent" commit, that push is sent again after the restart. Run one sender
-    per database (the bot process runs exactly one).
+    but before the "sent" commit, that push is sent again after the restart.
+
+Several workers
+    Each batch is claimed before it is sent: ``SELECT ... FOR UPDATE SKIP LOCKED`` and the
+    claim (``claimed_by``, ``claimed_until`` = now + ``LEASE_SECONDS``) in one write
+    transaction, so two senders never hold one push. A sender sends a claimed push only while
+    its lease has ``LEASE_MARGIN_SECONDS`` left, and gives back what it did not send at the
+    end of the pass; a push claimed by a sender that died returns when the lease runs out.
+    The rate and the per-chat spacing live in this process, so the workers elect one sender
+    (bot/coordination.py): any worker writes pushes, one sends them all.
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiogram import Bot
@@ -70,7 +78,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.jobs import QUIET_END, QUIET_START, next_morning
 from domain.models import Member, Push
 from domain.shop import Shop
-from domain.transaction import read_transaction, write_transaction
+from domain.transaction import write_transaction
 from handlers.outbox_signal import OutboxSignal
 from handlers.texts import Texts
 
@@ -82,6 +90,10 @@ BATCH = 200
 WORKERS = 8
 CHAT_INTERVAL_SECONDS = 1.0
 PAID_BROADCAST_RATE = 1000.0  # Telegram's limit with allow_paid_broadcast
+# A claimed push is this sender's for a minute (two batches take ~15 s at 29/s); it is sent
+# only while 15 s of that remain, so a lease never runs out during a send.
+LEASE_SECONDS = 60.0
+LEASE_MARGIN_SECONDS = 15.0
 # Caused by the member's own action a moment ago, or a change of their account that the till
 # and the chat already show (frozen, active again): expected at any hour.
 UNQUIET_KINDS = frozenset(
@@ -211,6 +223,7 @@ class _Due:
     marketing: bool
     attempts: int
     member: Member
+    claimed_at: float  # time.monotonic() when claimed
 
 
 class OutboxSender:
@@ -230,6 +243,8 @@ class OutboxSender:
         batch_size: int = BATCH,
         poll_seconds: float = 2.0,
         max_attempts: int = MAX_ATTEMPTS,
+        claimant: str = "sender",
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.session_factory = session_factory
         self.bot = bot
@@ -241,6 +256,8 @@ class OutboxSender:
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
         self.paid_broadcast = paid_broadcast
+        self.claimant = claimant
+        self.lease_seconds = lease_seconds
         self.limiter = SendLimiter(PAID_BROADCAST_RATE if paid_broadcast else rate_per_second)
         self._stopping = asyncio.Event()
         self._pass = asyncio.Lock()  # one delivery pass at a time: a push is never sent twice
@@ -281,7 +298,18 @@ class OutboxSender:
                         await queue.put(None)
             except ExceptionGroup as failed:  # the reading failed (workers catch their own)
                 raise failed.exceptions[0] from None
+            finally:
+                await self._give_back()
             return handled + sum(counts)
+
+    async def _give_back(self) -> None:
+        """Claims of this pass whose pushes are still pending go back to the queue."""
+        async with self.session_factory() as session, write_transaction(session):
+            await session.execute(
+                update(Push)
+                .where(Push.claimed_by == self.claimant, Push.status == "pending")
+                .values(claimed_by=None, claimed_until=None)
+            )
 
     # ------------------------------------------------------------------ selection
 
@@ -314,32 +342,52 @@ class OutboxSender:
         return int(gone.rowcount or 0) + int(skipped.rowcount or 0)  # type: ignore[attr-defined]
 
     async def _due_pushes(self) -> AsyncGenerator[_Due, None]:
-        """Due pushes of reachable members, oldest first, a batch per short read."""
+        """Due pushes of reachable members, oldest first, a batch per short write that claims
+        them (rows another sender holds are skipped, not waited for)."""
         after = 0
         async with self.session_factory() as session:
             while True:
                 now = self.shop.now()
+                wall = datetime.now(UTC)  # leases are about processes: real time
                 query = (
-                    select(Push.id, Push.kind, Push.payload, Push.marketing, Push.attempts, Member)
+                    select(Push.id)
                     .join(Member, Member.id == Push.member_id)
                     .where(
                         Push.status == "pending", Push.not_before <= now, Push.id > after,
+                        or_(Push.claimed_until.is_(None), Push.claimed_until < wall),
                         Member.reachable.is_(True), Member.status != "deleted",
                         Member.telegram_id.is_not(None),
                     )
                     .order_by(Push.id)
                     .limit(self.batch_size)
+                    .with_for_update(of=Push, skip_locked=True)
                 )
                 if in_quiet_hours(self.shop, now):
                     query = query.where(not_(_waits_out_quiet_hours()))
-                async with read_transaction(session):
-                    rows = (await session.execute(query)).all()
+                async with write_transaction(session):
+                    ids = list((await session.scalars(query)).all())
+                    rows = []
+                    if ids:
+                        await session.execute(
+                            update(Push).where(Push.id.in_(ids)).values(
+                                claimed_by=self.claimant,
+                                claimed_until=wall + timedelta(seconds=self.lease_seconds),
+                            )
+                        )
+                        rows = list((await session.execute(
+                            select(Push.id, Push.kind, Push.payload, Push.marketing,
+                                   Push.attempts, Member)
+                            .join(Member, Member.id == Push.member_id)
+                            .where(Push.id.in_(ids))
+                            .order_by(Push.id)
+                        )).all())
+                claimed_at = time.monotonic()
                 session.expunge_all()
                 for push_id, kind, payload, marketing, attempts, member in rows:
-                    yield _Due(push_id, kind, payload, marketing, attempts, member)
-                if len(rows) < self.batch_size:
+                    yield _Due(push_id, kind, payload, marketing, attempts, member, claimed_at)
+                if len(ids) < self.batch_size:
                     return
-                after = rows[-1][0]
+                after = ids[-1]
 
     # ------------------------------------------------------------------ sending
 
@@ -391,6 +439,9 @@ class OutboxSender:
                 if wait > 0:
                     await self._sleep(wait)
                 await self.limiter.slot(self._sleep)
+                if time.monotonic() - due.claimed_at > self.lease_seconds - LEASE_MARGIN_SECONDS:
+                    self.limiter.answered()  # the slot goes unused: the claim is running out
+                    raise _Stopped  # given back at the end of the pass, claimed afresh
                 try:
                     return await _finish_even_if_cancelled(
                         self._send_and_record(session, due, text, gate, blocked)
@@ -462,7 +513,8 @@ class OutboxSender:
 
 async def _settle(session: AsyncSession, push_id: int, **values: Any) -> None:
     await session.execute(
-        update(Push).where(Push.id == push_id, Push.status == "pending").values(**values)
+        update(Push).where(Push.id == push_id, Push.status == "pending")
+        .values(claimed_by=None, claimed_until=None, **values)
     )
 
 

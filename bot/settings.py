@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -17,6 +19,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_PROGRAM_FILE = PACKAGE_DIR / "default_program.toml"
 
 MEMBER_HASH_LABEL = b"member-companion/member-hash-secret/v1"
+WEBHOOK_SECRET_LABEL = b"member-companion/webhook-secret/v1"
+DEFAULT_WEBHOOK_PATH = "/telegram/webhook"
 
 IdList = Annotated[frozenset[int], NoDecode]
 
@@ -29,6 +33,9 @@ class Settings(BaseSettings):
     bot_token: SecretStr | None = None
     telegram_api_url: str | None = None
     database_url: str = "sqlite+aiosqlite:///data/companion.db"
+    # PostgreSQL: the most connections this worker opens (40% kept, the rest for bursts);
+    # N workers need N * (DATABASE_POOL + 3) under the server's max_connections.
+    database_pool: int = Field(default=50, ge=2, le=1000)
     timezone: str = "Asia/Shanghai"
     admin_ids: IdList = frozenset()
     staff_ids: IdList = frozenset()
@@ -50,8 +57,14 @@ class Settings(BaseSettings):
     # The card's QR in the member center carries a code valid one minute, not the member code.
     webapp_rotating_code: bool = False
 
+    # The public HTTPS address Telegram posts updates to (webhook mode); unset: long polling.
+    webhook_url: str | None = None
+    # What Telegram sends in X-Telegram-Bot-Api-Secret-Token; unset: derived from BOT_TOKEN.
+    webhook_secret: SecretStr | None = None
+
     @field_validator(
-        "bot_token", "telegram_api_url", "pos_api_token", "webapp_url", mode="before"
+        "bot_token", "telegram_api_url", "pos_api_token", "webapp_url", "webhook_url",
+        "webhook_secret", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -131,6 +144,28 @@ class Settings(BaseSettings):
             raise ValueError("must start with https:// (Telegram opens Mini Apps only over HTTPS)")
         return value.rstrip("/") if value else None
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("https://"):
+            raise ValueError("must start with https:// (Telegram posts only to HTTPS)")
+        path = urlsplit(value).path
+        if path.startswith("/api/"):
+            raise ValueError("its path must not be under /api/ (the till API's)")
+        if path == "/app" or path.startswith("/app/"):
+            raise ValueError("its path must not be under /app (the Mini App's)")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        secret = value.get_secret_value() if value is not None else None
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise ValueError("use 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
     @field_validator("member_hash_secret", mode="before")
     @classmethod
     def _empty_secret(cls, value: object) -> object:
@@ -152,6 +187,27 @@ class Settings(BaseSettings):
             return self.member_hash_secret.get_secret_value().encode()
         token = self.require_bot_token().encode()
         return hmac.new(token, MEMBER_HASH_LABEL, hashlib.sha256).digest()
+
+    def webhook_secret_value(self) -> str:
+        """WEBHOOK_SECRET, or when unset one derived from BOT_TOKEN (HMAC-SHA256 with a fixed
+        label, hex): every worker with the same token agrees on it without another secret."""
+        if self.webhook_secret is not None:
+            return self.webhook_secret.get_secret_value()
+        token = self.require_bot_token().encode()
+        return hmac.new(token, WEBHOOK_SECRET_LABEL, hashlib.sha256).hexdigest()
+
+    @property
+    def webhook_path(self) -> str:
+        """The path of WEBHOOK_URL, served by the HTTP server (``/telegram/webhook`` if none)."""
+        path = urlsplit(self.webhook_url).path if self.webhook_url else ""
+        return path if path not in ("", "/") else DEFAULT_WEBHOOK_PATH
+
+    def pool_options(self) -> dict[str, int]:
+        """Pool size and overflow for a server database (SQLite keeps its own pool)."""
+        if make_url(self.database_url).get_backend_name() == "sqlite":
+            return {}
+        kept = max(1, round(self.database_pool * 0.4))
+        return {"pool_size": kept, "max_overflow": self.database_pool - kept}
 
     @property
     def tz(self) -> ZoneInfo:

@@ -19,6 +19,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -82,6 +83,7 @@ class Call:
     failed: bool = False
     result: Any = None  # what the fake answered (e.g. the sent Message), None when it failed
     description: str = ""  # the error description when it failed
+    at: float = 0.0  # time.monotonic() when the fake received it
 
     @property
     def message_id(self) -> int:
@@ -120,8 +122,14 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 class FakeTelegram:
     """In-process fake of the Telegram Bot API, bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, rate_limit_per_second: float | None = None) -> None:
+    def __init__(
+        self,
+        rate_limit_per_second: float | None = None,
+        limit_chats: Callable[[int], bool] | None = None,
+    ) -> None:
         self.rate_limit_per_second = rate_limit_per_second
+        # Which chats the rate limit counts (None: all), e.g. only the members pushes go to.
+        self.limit_chats = limit_chats
         self.calls: list[Call] = []
         self.rate_limited = 0
 
@@ -155,7 +163,9 @@ class FakeTelegram:
             "answerCallbackQuery": self._true,
             "sendChatAction": self._true,
             "setChatMenuButton": self._true,
-            "deleteWebhook": self._true,
+            "deleteWebhook": self._delete_webhook,
+            "setWebhook": self._set_webhook,
+            "getWebhookInfo": self._get_webhook_info,
             "setMyCommands": self._set_my_commands,
             "deleteMyCommands": self._delete_my_commands,
             "getMyCommands": self._get_my_commands,
@@ -168,6 +178,13 @@ class FakeTelegram:
         # Stars charges a test delivered (successful_payment_update) and what became of them.
         self.refunded_charges: set[str] = set()
         self.cancelled_subscriptions: dict[str, bool] = {}
+        # Webhook mode: what setWebhook asked for, and where the fake delivers (like a load
+        # balancer in front of several workers: ``webhook_targets``, round-robin).
+        self.webhook: JsonDict | None = None
+        self.webhook_targets: list[str] = []
+        self.webhook_answers: list[tuple[int, int]] = []  # (update_id, HTTP status)
+        self._next_target = itertools.count()
+        self._webhook_client: Any = None
         # The real Bot API treats method names case-insensitively.
         self._handlers_ci = {name.lower(): handler for name, handler in self._handlers.items()}
 
@@ -185,6 +202,9 @@ class FakeTelegram:
 
     async def stop(self) -> None:
         self._closing = True
+        if self._webhook_client is not None:
+            await self._webhook_client.close()
+            self._webhook_client = None
         # Wake any long-polling getUpdates so shutdown does not wait on it.
         self._pending_updates.put_nowait({})
         if self._runner is not None:
@@ -264,6 +284,56 @@ class FakeTelegram:
     def push_update(self, update: JsonDict) -> None:
         self._pending_updates.put_nowait(update)
 
+    async def deliver(
+        self, update: JsonDict, *, secret: str | None = None, target: str | None = None
+    ) -> int:
+        """POST ``update`` to the webhook as Telegram does: to ``target``, or the next of
+        ``webhook_targets`` (round-robin), with the secret setWebhook registered (or
+        ``secret``, to play an impostor). Returns the HTTP status, also kept in
+        ``webhook_answers``."""
+        from aiohttp import ClientSession, ClientTimeout
+
+        if self.webhook is None:
+            raise AssertionError("no webhook is set: the bot did not call setWebhook")
+        if target is None:
+            if not self.webhook_targets:
+                raise AssertionError("no webhook_targets to deliver to")
+            target = self.webhook_targets[next(self._next_target) % len(self.webhook_targets)]
+        if self._webhook_client is None:
+            self._webhook_client = ClientSession(timeout=ClientTimeout(total=30))
+        headers = {"Content-Type": "application/json"}
+        token = self.webhook.get("secret_token") if secret is None else secret
+        if token:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = str(token)
+        async with self._webhook_client.post(target, data=json.dumps(update), headers=headers) as r:
+            await r.read()
+            status = r.status
+        self.webhook_answers.append((int(update["update_id"]), status))
+        return status
+
+    def sends_per_second(self, chats: Callable[[int], bool] = lambda _: True) -> tuple[int, int]:
+        """The most messages (sendMessage, sendPhoto) accepted in any one second, and the most
+        to one chat in any one second, counting only chats ``chats`` picks."""
+        times: list[tuple[float, int]] = []
+        for call in self.calls:
+            if call.method in _RATE_LIMITED_METHODS and not call.failed and call.at:
+                chat = int(_chat(call.params["chat_id"])["id"])
+                if chats(chat):
+                    times.append((call.at, chat))
+        times.sort()
+        most = most_per_chat = 0
+        window: deque[tuple[float, int]] = deque()
+        last_to: dict[int, float] = {}
+        for at, chat in times:
+            window.append((at, chat))
+            while at - window[0][0] >= 1.0:
+                window.popleft()
+            most = max(most, len(window))
+            previous = last_to.get(chat)
+            most_per_chat = max(most_per_chat, 2 if previous is not None and at - previous < 1.0 else 1)
+            last_to[chat] = at
+        return most, most_per_chat
+
     def fail_next(
         self,
         method: str,
@@ -289,13 +359,13 @@ class FakeTelegram:
         token = request.match_info["token"]
         method = request.match_info["method"]
         params = await _parse_params(request)
-        call = Call(method=method, params=params, token=token)
+        call = Call(method=method, params=params, token=token, at=time.monotonic())
 
         handler = self._handlers_ci.get(method.lower())
         if handler is None:
             error = _ApiError(404, "Not Found: method not found")
         else:
-            error = self._injected_failure(method, params) or self._rate_limit(method)
+            error = self._injected_failure(method, params) or self._rate_limit(method, params)
 
         if error is None:
             assert handler is not None
@@ -330,9 +400,12 @@ class FakeTelegram:
             return _ApiError(rule.error_code, rule.description, rule.retry_after)
         return None
 
-    def _rate_limit(self, method: str) -> _ApiError | None:
+    def _rate_limit(self, method: str, params: dict[str, Any]) -> _ApiError | None:
         if self.rate_limit_per_second is None or method not in _RATE_LIMITED_METHODS:
             return None
+        if self.limit_chats is not None and params.get("chat_id") not in (None, ""):
+            if not self.limit_chats(int(_chat(params["chat_id"])["id"])):
+                return None
         now = time.monotonic()
         while self._send_times and now - self._send_times[0] >= 1.0:
             self._send_times.popleft()
@@ -346,6 +419,29 @@ class FakeTelegram:
 
     async def _true(self, params: dict[str, Any]) -> bool:
         return True
+
+    async def _set_webhook(self, params: dict[str, Any]) -> bool:
+        url = str(params.get("url") or "")
+        if not url.startswith("https://"):
+            raise _ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise _ApiError(400, "Bad Request: secret token contains unallowed characters")
+        self.webhook = dict(params)
+        return True
+
+    async def _delete_webhook(self, params: dict[str, Any]) -> bool:
+        self.webhook = None
+        return True
+
+    async def _get_webhook_info(self, params: dict[str, Any]) -> JsonDict:
+        info: JsonDict = {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
+        if self.webhook is not None:
+            info["url"] = self.webhook["url"]
+            info["max_connections"] = int(self.webhook.get("max_connections") or 40)
+            if self.webhook.get("allowed_updates"):
+                info["allowed_updates"] = self.webhook["allowed_updates"]
+        return info
 
     async def _get_me(self, params: dict[str, Any]) -> JsonDict:
         return {

@@ -27,16 +27,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.admin_notices import AdminNotifier
 from bot.db import create_engine, create_session_factory
+from bot.fsm_storage import DatabaseStorage
 from bot.http import EmbeddedServer, create_http_app, server_config
 from bot.logs import UpdateLog
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
-from bot.scheduler import catch_up, schedule_jobs
+from bot.scheduler import catch_up, schedule_campaigns, schedule_jobs, start_campaigns
 from bot.sender import OutboxSender
 from bot.settings import Settings, SettingsError
 from domain.clock import Clock, SystemClock
 from domain.program import Program, load_program
 from domain.shop import Shop
 from handlers import build_router
+from handlers.campaign_push import CampaignPushes
 from handlers.outbox_signal import OutboxSignal
 from handlers.start import staff_commands
 from handlers.texts import LANGUAGES, Texts, load_texts
@@ -94,7 +96,10 @@ def create_app(
     bot = create_bot(settings, bot_session)
     in_flight = InFlight()
     outbox_signal = OutboxSignal()
+    # Conversations (a half-built campaign) are kept in the database: they survive a restart.
+    storage = DatabaseStorage(session_factory, shop.clock)
     dispatcher = Dispatcher(
+        storage=storage,
         shop=shop, texts=texts, session_factory=session_factory, outbox_signal=outbox_signal,
         staff_ids=settings.staff, admin_ids=settings.admin_ids,
     )
@@ -109,13 +114,16 @@ def create_app(
     scheduler = AsyncIOScheduler(timezone=settings.tz)
     notifier = AdminNotifier(bot, texts, settings.admin_ids, session_factory)
     schedule_jobs(scheduler, session_factory, shop, outbox_signal, notifier)
+    schedule_campaigns(scheduler, session_factory, shop, outbox_signal)
     http = create_http_app(
         engine, session_factory=session_factory, shop=shop,
         pos_token=settings.pos_api_token.get_secret_value() if settings.pos_api_token else None,
         outbox_ready=outbox_signal.wake,
     )
+    campaign_pushes = CampaignPushes(texts, shop, bot)
     sender = OutboxSender(
-        session_factory, bot, texts, shop, outbox_signal, paid_broadcast=settings.paid_broadcast
+        session_factory, bot, texts, shop, outbox_signal, paid_broadcast=settings.paid_broadcast,
+        rich={"campaign": campaign_pushes, "nps": campaign_pushes},
     )
     return App(
         settings=settings, shop=shop, engine=engine, session_factory=session_factory,
@@ -125,6 +133,8 @@ def create_app(
 
 
 async def _on_startup(bot: Bot, dispatcher: Dispatcher, texts: Texts) -> None:
+    if isinstance(dispatcher.storage, DatabaseStorage):
+        await dispatcher.storage.load()
     me = await bot.get_me()
     dispatcher["bot_username"] = me.username or ""
     await register_commands(bot, texts)
@@ -165,6 +175,12 @@ async def reach_telegram(
     return None
 
 
+async def _catch_up(app: App) -> None:
+    await catch_up(app.session_factory, app.shop, app.sender.signal, app.notifier)
+    # Campaigns due while the bot was down, and writes a stop of the process cut short.
+    await start_campaigns(app.session_factory, app.shop, app.sender.signal, resume=True)
+
+
 async def run(app: App) -> None:
     """Long polling, the scheduler and the HTTP server in one loop until SIGINT/SIGTERM."""
     loop = asyncio.get_running_loop()
@@ -181,8 +197,7 @@ async def run(app: App) -> None:
     log.info("connected to Telegram as @%s", me.username)
     app.scheduler.start()
     catching_up = asyncio.create_task(
-        catch_up(app.session_factory, app.shop, app.sender.signal, app.notifier),
-        name="catch-up",
+        _catch_up(app), name="catch-up",
     )
     polling = asyncio.create_task(
         app.dispatcher.start_polling(

@@ -95,9 +95,12 @@ class CurrentMember(BaseMiddleware):
             wrote = isinstance(event, Update) and (
                 event.message is not None or event.callback_query is not None
             )
+            # Someone in a conversation (an admin typing a campaign's text) is answering it,
+            # not joining.
             if (
                 member is None and private and message is not None
                 and command != "start" and command not in self.staff_commands
+                and not data.get("raw_state")
             ):
                 registration = await members.register(session, shop, telegram_profile(message))
                 member = registration.member

@@ -6,6 +6,7 @@ from aiogram import Router
 
 from handlers import (
     benefits,
+    campaigns,
     card,
     chat_member,
     checkin,
@@ -23,6 +24,7 @@ from handlers import (
     staff,
     start,
     stats,
+    surveys,
 )
 
 
@@ -39,6 +41,10 @@ def build_router() -> Router:
         plus.build_router(),
         # Before start: admins need not be members to press the /stats buttons.
         stats.build_router(),
+        # Before start: admins build campaigns without being members; a campaign's button
+        # (/start go_...) and a survey's comment are answered before anything else.
+        campaigns.build_router(),
+        surveys.build_router(),
         start.build_router(),
         staff.build_router(),
         card.build_router(),

@@ -37,7 +37,8 @@ class DatabaseStorage(BaseStorage):
     async def load(self) -> None:
         """Read every conversation in progress (at start-up)."""
         async with self.session_factory() as session:
-            rows = (await session.execute(select(FsmRecord.key, FsmRecord.state, FsmRecord.data))).all()
+            query = select(FsmRecord.key, FsmRecord.state, FsmRecord.data)
+            rows = (await session.execute(query)).all()
             await session.commit()
         self._records = {key: (state, json.loads(data)) for key, state, data in rows}
 
@@ -86,7 +87,8 @@ class DatabaseStorage(BaseStorage):
 
     async def get_data(self, key: StorageKey) -> dict[str, Any]:
         _, data = (await self._all()).get(self.keys.build(key), (None, {}))
-        return json.loads(json.dumps(data))
+        copied: dict[str, Any] = json.loads(json.dumps(data))
+        return copied
 
     async def close(self) -> None:
         self._records = None

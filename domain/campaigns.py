@@ -64,7 +64,8 @@ REVENUE_DAYS = 14
 MIN_SAMPLE = 30
 MIN_EXPECTED = 5
 Z_95 = 1.96
-CTAS = ("rewards", "coupons", "checkin")
+Cta = Literal["rewards", "coupons", "checkin"]
+CTAS: tuple[Cta, ...] = ("rewards", "coupons", "checkin")
 COUPON_KINDS = ("amount_off", "percent_off", "free_item")
 
 
@@ -136,7 +137,7 @@ class CampaignSpec(_Spec):
     audience: Audience = Field(default_factory=Audience)
     variants: list[Variant] = Field(default_factory=lambda: [Variant()])  # A, and B to split
     photo: str | None = None  # a Telegram file_id
-    cta: Literal["rewards", "coupons", "checkin"] | None = None
+    cta: Cta | None = None
     start_at: datetime | None = None  # None: at once
 
     @property

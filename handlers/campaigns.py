@@ -99,18 +99,17 @@ def _mark(texts: Texts, lang: str, on: bool, text: str) -> str:
     return texts.label(lang, "campaign_on" if on else "campaign_off", name=text)
 
 
-def _back(texts: Texts, lang: str) -> list[InlineKeyboardButton]:
-    return [_button(texts.label(lang, "campaign_back"), CampaignStep(step="menu"))]
-
-
 def _variant_row(
     texts: Texts, lang: str, draft: Draft, screen: str
 ) -> list[list[InlineKeyboardButton]]:
     if not draft.spec.split:
         return []
     return [[
-        _button(_mark(texts, lang, draft.variant == name, texts.label(lang, f"campaign_variant_{name}")),
-                CampaignEdit(field="variant", value=f"{name}:{screen}"))
+        _button(
+            _mark(texts, lang, draft.variant == name,
+                  texts.label(lang, f"campaign_variant_{name}")),
+            CampaignEdit(field="variant", value=f"{name}_{screen}"),
+        )
         for name in ("A", "B")
     ]]
 
@@ -119,99 +118,112 @@ def _keyboard(rows: list[list[InlineKeyboardButton]]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[row for row in rows if row])
 
 
+class _Buttons:
+    """Buttons of one screen in the admin's language."""
+
+    def __init__(self, texts: Texts, lang: str) -> None:
+        self.texts = texts
+        self.lang = lang
+
+    def edit(self, key: str, field: str, value: str = "") -> InlineKeyboardButton:
+        return _button(self.texts.label(self.lang, key), CampaignEdit(field=field, value=value))
+
+    def ask(self, key: str, field: str) -> InlineKeyboardButton:
+        return self.edit(key, "ask", field)
+
+    def toggle(self, on: bool, name: str, field: str, value: str = "") -> InlineKeyboardButton:
+        text = _mark(self.texts, self.lang, on, name)
+        return _button(text, CampaignEdit(field=field, value=value))
+
+    def step(self, key: str, step: str) -> InlineKeyboardButton:
+        return _button(self.texts.label(self.lang, key), CampaignStep(step=step))
+
+
 async def _screen(
     step: str, draft: Draft, session: AsyncSession, shop: Shop, texts: Texts, lang: str
 ) -> tuple[str, InlineKeyboardMarkup]:
     spec = draft.spec
     program = shop.program
     tiers = {t.key: t.name.get(lang) for t in program.tiers}
+    b = _Buttons(texts, lang)
+    back = [b.step("campaign_back", "menu")]
     if step == "audience":
         audience = spec.audience
         reach = await campaigns.reach(session, shop, audience)
         text = texts.render(lang, "campaign/audience", a=audience, reach=reach, tiers=tiers)
         tier_row = []
         for key, name in tiers.items():
-            mode = "" if audience.tier != key else ("exactly" if audience.tier_exact else "at_least")
-            label = texts.label(lang, f"campaign_tier_{mode}", name=name) if mode else name
+            mode = ""
+            if audience.tier == key:
+                mode = "exactly" if audience.tier_exact else "at_least"
+            label = texts.label(lang, f"campaign_tier_{mode}", name=name)
             tier_row.append(_button(label, CampaignEdit(field="tier", value=key)))
+        stage = [
+            b.toggle(s in audience.stages, texts.label(lang, f"stats_stage_{s}"), "stage", s)
+            for s in STAGES
+        ]
+        language = [
+            b.toggle(code in audience.languages, texts.label(lang, f"campaign_language_{code}"),
+                     "language", code)
+            for code in LANGUAGES
+        ]
         rows = [
-            tier_row,
-            [_button(_mark(texts, lang, s in audience.stages, texts.label(lang, f"stats_stage_{s}")),
-                     CampaignEdit(field="stage", value=s)) for s in STAGES],
-            [_button(_mark(texts, lang, code in audience.languages, texts.label(lang, f"campaign_language_{code}")),
-                     CampaignEdit(field="language", value=code)) for code in LANGUAGES],
-            [_button(texts.label(lang, f"campaign_phone_{_phone_key(audience.has_phone)}"),
-                     CampaignEdit(field="phone"))],
-            [_button(texts.label(lang, "campaign_ask_bought_within"),
-                     CampaignEdit(field="ask", value="bought_within")),
-             _button(texts.label(lang, "campaign_ask_not_bought_within"),
-                     CampaignEdit(field="ask", value="not_bought_within"))],
-            [_button(texts.label(lang, "campaign_ask_birthday_month"),
-                     CampaignEdit(field="ask", value="birthday_month")),
-             _button(texts.label(lang, "campaign_ask_joined"),
-                     CampaignEdit(field="ask", value="joined"))],
-            [_button(texts.label(lang, "campaign_clear_audience"), CampaignEdit(field="clear")),
-             *_back(texts, lang)],
+            tier_row, stage, language,
+            [b.edit(f"campaign_phone_{_phone_key(audience.has_phone)}", "phone")],
+            [b.ask("campaign_ask_bought_within", "bought_within"),
+             b.ask("campaign_ask_not_bought_within", "not_bought_within")],
+            [b.ask("campaign_ask_birthday_month", "birthday_month"),
+             b.ask("campaign_ask_joined", "joined")],
+            [b.edit("campaign_clear_audience", "clear"), *back],
         ]
         return text, _keyboard(rows)
     if step == "message":
         text = texts.render(lang, "campaign/message", spec=spec, variant=draft.variant,
                             current=draft.current)
-        cta = spec.cta or "none"
         rows = [
             *_variant_row(texts, lang, draft, "message"),
-            [_button(texts.label(lang, "campaign_ask_text_all"), CampaignEdit(field="ask", value="text:*")),
-             *[_button(texts.label(lang, f"campaign_ask_text_{code}"),
-                       CampaignEdit(field="ask", value=f"text:{code}")) for code in LANGUAGES]],
-            [_button(texts.label(lang, "campaign_ask_photo"), CampaignEdit(field="ask", value="photo")),
-             *([_button(texts.label(lang, "campaign_photo_clear"), CampaignEdit(field="photo_clear"))]
-               if spec.photo else [])],
-            [_button(texts.label(lang, f"campaign_cta_choice_{cta}"), CampaignEdit(field="cta"))],
-            [_button(_mark(texts, lang, spec.split, texts.label(lang, "campaign_split")),
-                     CampaignEdit(field="split")),
-             _button(_mark(texts, lang, spec.kind == "survey", texts.label(lang, "campaign_survey")),
-                     CampaignEdit(field="survey"))],
-            _back(texts, lang),
+            [b.ask("campaign_ask_text_all", "text_*"),
+             *[b.ask(f"campaign_ask_text_{code}", f"text_{code}") for code in LANGUAGES]],
+            [b.ask("campaign_ask_photo", "photo"),
+             *([b.edit("campaign_photo_clear", "photo_clear")] if spec.photo else [])],
+            [b.edit(f"campaign_cta_choice_{spec.cta or 'none'}", "cta")],
+            [b.toggle(spec.split, texts.label(lang, "campaign_split"), "split"),
+             b.toggle(spec.kind == "survey", texts.label(lang, "campaign_survey"), "survey")],
+            back,
         ]
         return text, _keyboard(rows)
     if step == "offer":
         templates = campaigns.coupon_templates(shop)
         text = texts.render(lang, "campaign/offer", spec=spec, variant=draft.variant,
                             current=draft.current, target=draft.tier, tiers=tiers)
+        targets = [
+            b.toggle(draft.tier == ALL, texts.label(lang, "campaign_all_tiers"), "target", ALL),
+            *[b.toggle(draft.tier == key, name, "target", key) for key, name in tiers.items()],
+        ]
         rows = [
             *_variant_row(texts, lang, draft, "offer"),
-            [_button(_mark(texts, lang, draft.tier == ALL, texts.label(lang, "campaign_all_tiers")),
-                     CampaignEdit(field="target", value=ALL)),
-             *[_button(_mark(texts, lang, draft.tier == key, name), CampaignEdit(field="target", value=key))
-               for key, name in tiers.items()]],
+            targets,
             *[[_button(texts.coupon(lang, kind=t.kind, value=t.value, min_spend=t.min_spend),
-                       CampaignEdit(field="template", value=t.template or ""))] for t in templates],
-            [_button(texts.label(lang, f"campaign_new_{kind}"), CampaignEdit(field="new_coupon", value=kind))
+                       CampaignEdit(field="template", value=t.template or ""))]
+              for t in templates],
+            [b.edit(f"campaign_new_{kind}", "new_coupon", kind)
              for kind in campaigns.COUPON_KINDS],
-            [_button(texts.label(lang, "campaign_ask_points"), CampaignEdit(field="ask", value="points")),
-             _button(texts.label(lang, "campaign_no_offer"), CampaignEdit(field="no_offer"))],
-            _back(texts, lang),
+            [b.ask("campaign_ask_points", "points"), b.edit("campaign_no_offer", "no_offer")],
+            back,
         ]
         return text, _keyboard(rows)
     if step == "when":
         text = texts.render(lang, "campaign/when", start_at=_local(shop, spec.start_at))
-        rows = [
-            [_button(texts.label(lang, "campaign_when_now"), CampaignEdit(field="now")),
-             _button(texts.label(lang, "campaign_ask_when"), CampaignEdit(field="ask", value="when"))],
-            _back(texts, lang),
-        ]
+        rows = [[b.edit("campaign_when_now", "now"), b.ask("campaign_ask_when", "when")], back]
         return text, _keyboard(rows)
     reach = await campaigns.reach(session, shop, spec.audience)
     text = texts.render(lang, "campaign/menu", spec=spec, reach=reach, tiers=tiers,
                         start_at=_local(shop, spec.start_at))
+    offer = [b.step("campaign_step_offer", "offer")] if spec.kind == "message" else []
     rows = [
-        [_button(texts.label(lang, "campaign_step_audience"), CampaignStep(step="audience")),
-         _button(texts.label(lang, "campaign_step_message"), CampaignStep(step="message"))],
-        [*([_button(texts.label(lang, "campaign_step_offer"), CampaignStep(step="offer"))]
-           if spec.kind == "message" else []),
-         _button(texts.label(lang, "campaign_step_when"), CampaignStep(step="when"))],
-        [_button(texts.label(lang, "campaign_step_preview"), CampaignStep(step="preview")),
-         _button(texts.label(lang, "campaign_quit"), CampaignStep(step="quit"))],
+        [b.step("campaign_step_audience", "audience"), b.step("campaign_step_message", "message")],
+        [*offer, b.step("campaign_step_when", "when")],
+        [b.step("campaign_step_preview", "preview"), b.step("campaign_quit", "quit")],
     ]
     return text, _keyboard(rows)
 
@@ -313,14 +325,14 @@ def _toggle(values: list[str], value: str) -> None:
 def _edit_message_or_offer(draft: Draft, field: str, value: str, shop: Shop) -> str:
     """A press on the message, offer or when screen; the screen to show next."""
     spec = draft.spec
-    if field == "variant" and value in ("A:message", "B:message", "A:offer", "B:offer"):
-        draft.variant, screen = value.split(":")
+    if field == "variant" and value in ("A_message", "B_message", "A_offer", "B_offer"):
+        draft.variant, screen = value.split("_")
         return screen
     if field == "photo_clear":
         spec.photo = None
     elif field == "cta":
-        order = [None, *campaigns.CTAS]
-        spec.cta = order[(order.index(spec.cta) + 1) % len(order)]  # type: ignore[assignment]
+        order: list[campaigns.Cta | None] = [None, *campaigns.CTAS]
+        spec.cta = order[(order.index(spec.cta) + 1) % len(order)]
     elif field == "split":
         if spec.split:
             spec.variants = spec.variants[:1]
@@ -337,7 +349,8 @@ def _edit_message_or_offer(draft: Draft, field: str, value: str, shop: Shop) -> 
         if field == "target" and (value == ALL or value in {t.key for t in shop.program.tiers}):
             draft.tier = value
         elif field == "template":
-            found = next((t for t in campaigns.coupon_templates(shop) if t.template == value), None)
+            templates = campaigns.coupon_templates(shop)
+            found = next((t for t in templates if t.template == value), None)
             if found is not None:
                 _set_offer(draft, Offer(coupon=found))
         elif field == "no_offer":
@@ -382,7 +395,8 @@ async def edit_with_ask(
     assert query.bot is not None
     await query.bot.send_message(
         query.from_user.id,
-        texts.render(lang, "campaign/ask", field="coupon", variant="", coupon_kind=draft.coupon_kind),
+        texts.render(lang, "campaign/ask", field="coupon", variant="",
+                     coupon_kind=draft.coupon_kind),
     )
 
 
@@ -415,8 +429,8 @@ def _apply_typed(draft: Draft, field: str, message: Message, shop: Shop) -> str:
             raise BadInput("not_photo")
         spec.photo = message.photo[-1].file_id
         return "message"
-    if field.startswith("text:"):
-        lang = field.removeprefix("text:")
+    if field.startswith("text_"):
+        lang = field.removeprefix("text_")
         if not raw:
             raise BadInput("empty")
         if len(raw) > MAX_TEXT:
@@ -504,7 +518,7 @@ def _coupon(kind: str, raw: str) -> CouponOffer:
     value = _whole(parts[0], 1, 99) if kind == "percent_off" else _money(parts[0])
     if value <= 0:
         raise BadInput("not_positive")
-    return CouponOffer(kind=kind, value=value, min_spend=_money(parts[1]),  # type: ignore[arg-type]
+    return CouponOffer(kind=kind, value=value, min_spend=_money(parts[1]),
                        valid_days=_whole(parts[2], 1, MAX_DAYS))
 
 
@@ -547,12 +561,15 @@ async def _preview(
         for tier in shown:
             await bot.send_message(admin, texts.render(
                 lang, "campaign/preview_head", variant=name if spec.split else "",
-                tier=shop.program.tier(tier).name.get(lang), per_tier=ALL not in offers and bool(offers),
+                tier=shop.program.tier(tier).name.get(lang),
+                per_tier=ALL not in offers and bool(offers),
             ))
             push = compose(texts, shop, spec, campaign_id=draft.draft_id, variant=name, lang=lang,
                            tier=tier, bot_username=me.username or "")
             if push.photo is not None:
-                await bot.send_photo(admin, push.photo, caption=push.text, reply_markup=push.markup)
+                await bot.send_photo(
+                    admin, push.photo, caption=push.text, reply_markup=push.markup
+                )
             else:
                 await bot.send_message(admin, push.text, reply_markup=push.markup)
     reach = await campaigns.reach(session, shop, spec.audience)
@@ -564,7 +581,8 @@ async def _preview(
     ])
     await bot.send_message(
         admin,
-        texts.render(lang, "campaign/confirm_ask", reach=reach, start_at=_local(shop, spec.start_at)),
+        texts.render(lang, "campaign/confirm_ask", reach=reach,
+                     start_at=_local(shop, spec.start_at)),
         reply_markup=markup,
     )
 
@@ -620,7 +638,6 @@ def build_router() -> Router:
     router.callback_query.register(go_to, CampaignStep.filter(), IsAdmin())
     router.callback_query.register(edit_with_ask, CampaignEdit.filter(), IsAdmin())
     router.callback_query.register(act, CampaignAction.filter(), IsAdmin())
-    router.callback_query.register(
-        only_admins_press, CampaignStep.filter() | CampaignEdit.filter() | CampaignAction.filter()
-    )
+    for data in (CampaignStep, CampaignEdit, CampaignAction):
+        router.callback_query.register(only_admins_press, data.filter())
     return router

@@ -93,7 +93,7 @@ def build_router() -> Router:
     router = Router(name=__name__)
     router.message.register(
         follow_button,
-        CommandStart(deep_link=True, magic=F.args.in_({f"{CTA_PREFIX}{c}" for c in campaigns.CTAS})),
+        CommandStart(deep_link=True, magic=F.args.in_({CTA_PREFIX + c for c in campaigns.CTAS})),
         _a_member,
     )
     router.message.register(

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.app import App, create_app
 from bot.middlewares import Throttle
 from bot.scheduler import start_campaigns
-from domain import campaigns
+from domain import analytics, campaigns
+from domain.analytics import Period
 from domain.clock import FixedClock
 from domain.models import (
     AuditEntry,
@@ -427,3 +428,10 @@ async def test_nps_survey_one_answer_per_member_with_a_comment_and_stop(
     # 1 promoter, 1 detractor of 2: NPS 0
     assert "<b>NPS</b>: 0 from 2 answers (1 promoters, 1 detractors, 1 comments)" in report
     assert "9: 1" in report and "3: 1" in report
+
+    # The monthly report carries the latest NPS.
+    month = await analytics.build_report(session, app.shop, Period.month_of(app.shop.today()))
+    await session.rollback()
+    monthly = app.texts.render("en", "stats/monthly_report", r=month)
+    assert "Latest NPS survey: 0 from 2 answers" in monthly
+    assert "最近一次 NPS 调查：0（2 份回答）" in app.texts.render("zh", "stats/monthly_report", r=month)

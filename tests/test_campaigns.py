@@ -8,6 +8,7 @@ half-built campaign survives a restart (the FSM lives in the database). NPS surv
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -435,3 +436,44 @@ async def test_nps_survey_one_answer_per_member_with_a_comment_and_stop(
     monthly = app.texts.render("en", "stats/monthly_report", r=month)
     assert "Latest NPS survey: 0 from 2 answers" in monthly
     assert "最近一次 NPS 调查：0（2 份回答）" in app.texts.render("zh", "stats/monthly_report", r=month)
+
+
+async def test_a_scheduled_campaign_can_be_cancelled_and_a_running_one_stopped(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+    clock: FixedClock,
+) -> None:
+    await _people(chat, session)
+    await app.sender.deliver_pending()
+    admin = campaigns.Actor(ADMIN_ID, "admin")
+    later = campaigns.CampaignSpec(
+        variants=[campaigns.Variant(texts={"*": "Later"})],
+        start_at=clock.now() + timedelta(days=1),
+    )
+    scheduled = await campaigns.save_draft(session, app.shop, admin, later)
+    await campaigns.confirm(session, app.shop, admin, scheduled)
+    await _type(chat, ADMIN_ID, "/campaigns")
+    assert "scheduled, goes 11 Mar 2026 10:00" in _last_text(fake_telegram, ADMIN_ID)
+    await _press(chat, ADMIN_ID, CampaignAction(action="cancel", campaign_id=scheduled).pack())
+    assert "cancelled" in _last_text(fake_telegram, ADMIN_ID)
+    clock.advance(days=1, hours=1)
+    assert await start_campaigns(app.session_factory, app.shop, app.sender.signal) == []
+
+    now = await campaigns.save_draft(
+        session, app.shop, admin,
+        campaigns.CampaignSpec(variants=[campaigns.Variant(texts={"*": "Now"})]),
+    )
+    await campaigns.confirm(session, app.shop, admin, now)
+    assert await start_campaigns(app.session_factory, app.shop, app.sender.signal) == [now]
+    await _type(chat, ADMIN_ID, "/campaigns")
+    await _press(chat, ADMIN_ID, CampaignAction(action="stop", campaign_id=now).pack())
+    assert "stopped" in _last_text(fake_telegram, ADMIN_ID)
+    since = len(fake_telegram.calls)
+    await app.sender.deliver_pending()
+    assert not any(_texts_to(fake_telegram, user, since) for user in PEOPLE)
+    statuses = dict((await session.execute(
+        select(Push.status, func.count()).where(Push.campaign_id.in_((scheduled, now)))
+        .group_by(Push.status)
+    )).all())
+    assert statuses == {"skipped": len(PEOPLE)}
+    actions = (await session.scalars(select(AuditEntry.action).order_by(AuditEntry.id))).all()
+    assert actions.count("campaign.cancel") == 1 and actions.count("campaign.stop") == 1

@@ -103,6 +103,7 @@ def test_every_staff_command_is_known_to_the_registration() -> None:
         "sale", "refund", "freeze", "unfreeze", "callbacks", "setbirthday",
         "stats", "export",  # admins' (handlers/stats.py)
         "plusrefund",  # admins' (handlers/plus.py)
+        "campaign", "campaigns",  # admins' (handlers/campaigns.py)
     }
 
 

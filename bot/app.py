@@ -29,10 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.admin_notices import AdminNotifier
 from bot.coordination import Role, SharedOutboxSignal, coordination_engine, worker_name
 from bot.db import create_engine, create_session_factory
+from bot.fsm_storage import DatabaseStorage
 from bot.http import EmbeddedServer, create_http_app, server_config
 from bot.logs import UpdateLog
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
-from bot.scheduler import catch_up, schedule_jobs
+from bot.scheduler import catch_up, schedule_campaigns, schedule_jobs, start_campaigns
 from bot.sender import OutboxSender
 from bot.settings import Settings, SettingsError
 from bot.webhook import WebhookReceiver, register
@@ -41,6 +42,7 @@ from domain.clock import Clock, SystemClock
 from domain.program import Program, load_program
 from domain.shop import Shop
 from handlers import build_router
+from handlers.campaign_push import CampaignPushes
 from handlers.start import staff_commands
 from handlers.texts import LANGUAGES, Texts, load_texts
 from handlers.webapp_auth import WebAppConfig
@@ -111,7 +113,11 @@ def create_app(
     coordination = coordination_engine(settings.database_url)
     outbox_signal = SharedOutboxSignal(engine if coordination is not None else None)
     webapp = _webapp_config(settings, texts)
+    # Conversations (a half-built campaign) are kept in the database: they survive a restart.
+    # Several workers share them through the database (an answer may reach another worker).
+    storage = DatabaseStorage(session_factory, shop.clock, shared=coordination is not None)
     dispatcher = Dispatcher(
+        storage=storage,
         shop=shop, texts=texts, session_factory=session_factory, outbox_signal=outbox_signal,
         staff_ids=settings.staff, admin_ids=settings.admin_ids,
         webapp=webapp, webapp_url=webapp.url if webapp is not None else None,
@@ -137,6 +143,7 @@ def create_app(
     scheduler = AsyncIOScheduler(timezone=settings.tz)
     notifier = AdminNotifier(bot, texts, settings.admin_ids, session_factory)
     schedule_jobs(scheduler, session_factory, shop, outbox_signal, notifier)
+    schedule_campaigns(scheduler, session_factory, shop, outbox_signal)
     http = create_http_app(
         engine, session_factory=session_factory, shop=shop,
         pos_token=settings.pos_api_token.get_secret_value() if settings.pos_api_token else None,
@@ -145,9 +152,10 @@ def create_app(
     )
     if webhook is not None:
         webhook.install(http, settings.webhook_path)
+    campaign_pushes = CampaignPushes(texts, shop, bot)
     sender = OutboxSender(
         session_factory, bot, texts, shop, outbox_signal, paid_broadcast=settings.paid_broadcast,
-        claimant=worker_name(),
+        claimant=worker_name(), rich={"campaign": campaign_pushes, "nps": campaign_pushes},
     )
     return App(
         settings=settings, shop=shop, engine=engine, session_factory=session_factory,
@@ -175,6 +183,8 @@ async def _on_startup(
     async with session_factory() as session:
         # The live catalog's first start: the program's items and templates not stored yet.
         await catalog.seed(session, shop)
+    if isinstance(dispatcher.storage, DatabaseStorage):
+        await dispatcher.storage.load()
     me = await bot.get_me()
     dispatcher["bot_username"] = me.username or ""
     await register_commands(bot, texts)
@@ -220,6 +230,12 @@ async def reach_telegram(
             await asyncio.wait_for(stopping.wait(), delay)
         delay = min(delay * 2, max_delay)
     return None
+
+
+async def _catch_up(app: App) -> None:
+    await catch_up(app.session_factory, app.shop, app.outbox_signal, app.notifier)
+    # Campaigns due while the bot was down, and writes a stop of the process cut short.
+    await start_campaigns(app.session_factory, app.shop, app.outbox_signal, resume=True)
 
 
 async def run(app: App) -> None:
@@ -290,8 +306,7 @@ async def _schedule(app: App, resign: asyncio.Event) -> None:
     """The scheduler's duty: catch up on what was missed, then run the jobs on time."""
     app.scheduler.resume()
     catching_up = asyncio.create_task(
-        catch_up(app.session_factory, app.shop, app.outbox_signal, app.notifier),
-        name="catch-up",
+        _catch_up(app), name="catch-up",
     )
     try:
         await resign.wait()

@@ -16,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from domain import campaigns
 from domain.jobs import AdminNotice, Job, JobReport, last_occasion, record_run
 from domain.schedule import JOBS, MEMBER_DAY
 from domain.shop import Shop
@@ -141,3 +142,33 @@ def schedule_jobs(
             max_instances=1,
             replace_existing=True,
         )
+
+
+CAMPAIGN_CHECK_SECONDS = 60
+
+
+async def start_campaigns(
+    session_factory: async_sessionmaker[AsyncSession], shop: Shop, outbox_signal: OutboxSignal,
+    *, resume: bool = False,
+) -> list[int]:
+    """Start the campaigns whose time has come (domain.campaigns.start_due)."""
+    async with session_factory() as session:
+        started = await campaigns.start_due(session, shop, resume=resume)
+    if started:
+        log.info("campaigns started: %s", started)
+        outbox_signal.wake()
+    return started
+
+
+def schedule_campaigns(
+    scheduler: AsyncIOScheduler,
+    session_factory: async_sessionmaker[AsyncSession],
+    shop: Shop,
+    outbox_signal: OutboxSignal,
+) -> None:
+    """Scheduled campaigns start within a minute of their time."""
+    scheduler.add_job(
+        start_campaigns, "interval", seconds=CAMPAIGN_CHECK_SECONDS,
+        args=[session_factory, shop, outbox_signal], id="campaigns",
+        name="start scheduled campaigns", coalesce=True, max_instances=1, replace_existing=True,
+    )

@@ -78,8 +78,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.jobs import QUIET_END, QUIET_START, next_morning
 from domain.models import Member, Push
 from domain.shop import Shop
-from domain.transaction import write_transaction
+from domain.transaction import read_transaction, write_transaction
 from handlers.outbox_signal import OutboxSignal
+from handlers.rich_push import ComposedPush, RichPushKind
 from handlers.texts import Texts
 
 log = logging.getLogger(__name__)
@@ -245,8 +246,10 @@ class OutboxSender:
         max_attempts: int = MAX_ATTEMPTS,
         claimant: str = "sender",
         lease_seconds: float = LEASE_SECONDS,
+        rich: dict[str, RichPushKind] | None = None,
     ) -> None:
         self.session_factory = session_factory
+        self.rich = rich or {}
         self.bot = bot
         self.texts = texts
         self.shop = shop
@@ -420,7 +423,11 @@ class OutboxSender:
             await self._record(session, due.push_id, not_before=morning)
             return False
         try:
-            text = render_push(self.texts, self.shop, member, due.kind, json.loads(due.payload))
+            composed = await self._compose(session, member, due)
+            if composed is None:
+                return await self._record(
+                    session, due.push_id, status="skipped", last_error="campaign stopped"
+                )
         except TemplateNotFound:
             log.error("push %s: no template for kind %r", due.push_id, due.kind)
             return await self._record(
@@ -444,23 +451,42 @@ class OutboxSender:
                     raise _Stopped  # given back at the end of the pass, claimed afresh
                 try:
                     return await _finish_even_if_cancelled(
-                        self._send_and_record(session, due, text, gate, blocked)
+                        self._send_and_record(session, due, composed, gate, blocked)
                     )
                 except TelegramRetryAfter as exc:
                     log.warning("flood control: pausing %s s", exc.retry_after)
                     self.limiter.pause(exc.retry_after)
 
+    async def _compose(
+        self, session: AsyncSession, member: Member, due: _Due
+    ) -> ComposedPush | None:
+        payload = json.loads(due.payload)
+        kind = self.rich.get(due.kind)
+        if kind is None:
+            return ComposedPush(render_push(self.texts, self.shop, member, due.kind, payload))
+        async with read_transaction(session):
+            return await kind.compose(session, member, payload)
+
     async def _send_and_record(
-        self, session: AsyncSession, due: _Due, text: str, gate: _ChatGate, blocked: set[int]
+        self, session: AsyncSession, due: _Due, composed: ComposedPush, gate: _ChatGate,
+        blocked: set[int],
     ) -> bool:
         """One request to Telegram and, at once, its outcome in the database."""
         member = due.member
+        paid = True if self.paid_broadcast else None
         try:
             try:
-                await self.bot.send_message(
-                    member.telegram_id,  # type: ignore[arg-type]
-                    text, allow_paid_broadcast=True if self.paid_broadcast else None,
-                )
+                if composed.photo is not None:
+                    await self.bot.send_photo(
+                        member.telegram_id,  # type: ignore[arg-type]
+                        composed.photo, caption=composed.text, reply_markup=composed.markup,
+                        allow_paid_broadcast=paid,
+                    )
+                else:
+                    await self.bot.send_message(
+                        member.telegram_id,  # type: ignore[arg-type]
+                        composed.text, reply_markup=composed.markup, allow_paid_broadcast=paid,
+                    )
             finally:
                 self.limiter.answered()
         except TelegramRetryAfter:
@@ -493,7 +519,15 @@ class OutboxSender:
             )
         finally:
             gate.last_sent = time.monotonic()
-        return await self._record(session, due.push_id, status="sent", sent_at=self.shop.now())
+        kind = self.rich.get(due.kind)
+        if kind is None:
+            return await self._record(
+                session, due.push_id, status="sent", sent_at=self.shop.now()
+            )
+        async with write_transaction(session):
+            if await _settle(session, due.push_id, status="sent", sent_at=self.shop.now()):
+                await kind.delivered(session, member, json.loads(due.payload))
+        return True
 
     async def _record(self, session: AsyncSession, push_id: int, **values: Any) -> bool:
         async with write_transaction(session):
@@ -511,11 +545,14 @@ class OutboxSender:
         raise _Stopped
 
 
-async def _settle(session: AsyncSession, push_id: int, **values: Any) -> None:
-    await session.execute(
+async def _settle(session: AsyncSession, push_id: int, **values: Any) -> bool:
+    """Settle a pending push (and end its claim); False when it was settled already (e.g.
+    skipped by a campaign's stop)."""
+    settled = await session.execute(
         update(Push).where(Push.id == push_id, Push.status == "pending")
         .values(claimed_by=None, claimed_until=None, **values)
     )
+    return bool(settled.rowcount)  # type: ignore[attr-defined]
 
 
 async def _finish_even_if_cancelled(work: Awaitable[T]) -> T:

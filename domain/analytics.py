@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.campaigns import NpsFigures, latest_nps
 from domain.growth import BEHAVIOUR, PURCHASE, months_before
 from domain.models import (
     BehaviourEvent,
@@ -281,6 +282,7 @@ class Report:
     engagement: EngagementFigures
     pushes: list[PushFigures]
     plus: PlusFigures | None = None  # when the program sells PLUS
+    nps: NpsFigures | None = None  # the latest NPS survey answered before the period's end
 
 
 @dataclass(frozen=True)
@@ -793,6 +795,7 @@ async def build_report(
         ),
         pushes=pushes,
         plus=await _plus(session, shop, start, end) if program.plus.enabled else None,
+        nps=await latest_nps(session, until=end),
     )
 
 

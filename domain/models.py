@@ -303,8 +303,17 @@ class Push(Base):
     # The sender about to send it, until when (a lease: a dead sender's claim runs out).
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The campaign a push belongs to (domain/campaigns.py), for its report and its stop.
+    campaign_id: Mapped[int | None] = mapped_column(Integer)
 
-    __table_args__ = (Index("ix_pushes_status_not_before", "status", "not_before"),)
+    __table_args__ = (
+        Index("ix_pushes_status_not_before", "status", "not_before"),
+        Index(
+            "ix_pushes_campaign", "campaign_id", "status",
+            sqlite_where=text("campaign_id IS NOT NULL"),
+            postgresql_where=text("campaign_id IS NOT NULL"),
+        ),
+    )
 
 
 class CheckIn(Base):
@@ -505,3 +514,66 @@ class CallbackOutcome(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     actor_telegram_id: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class FsmRecord(Base):
+    """A conversation's state and data (aiogram FSM), so a half-built campaign survives a
+    restart. One row per conversation key; gone when the conversation ends."""
+
+    __tablename__ = "fsm_states"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str | None] = mapped_column(String(200))
+    data: Mapped[str] = mapped_column(Text, default="{}")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Campaign(Base):
+    """A campaign an admin built: its audience, message(s), offer(s) or survey (``spec``, JSON)
+    and where it stands: draft → planned → writing → running, or cancelled / stopped. Each
+    step is one conditional UPDATE, so two admins or a restart move it once."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # message | survey
+    state: Mapped[str] = mapped_column(String(12), index=True)
+    spec: Mapped[str] = mapped_column(Text)
+    start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: at confirmation
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_by: Mapped[int | None] = mapped_column(BigInteger)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # stopped or cancelled
+    # Writing the pushes goes by member id ranges; the last id written, for a resumed write.
+    written_upto: Mapped[int] = mapped_column(Integer, default=0)
+    written: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CampaignDelivery(Base):
+    """A campaign message Telegram accepted for a member, with what it gave them: written in
+    the transaction that marks the push sent, once per member per campaign (the key)."""
+
+    __tablename__ = "campaign_deliveries"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(1))
+    coupon_id: Mapped[int | None] = mapped_column(ForeignKey("coupons.id"))
+    points: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NpsAnswer(Base):
+    """One member's answer to one NPS survey (0-10), with an optional comment."""
+
+    __tablename__ = "nps_answers"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    __table_args__ = (CheckConstraint("score BETWEEN 0 AND 10", name="score_range"),)

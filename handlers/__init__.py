@@ -7,6 +7,7 @@ from aiogram import Router
 from handlers import (
     audit,
     benefits,
+    campaigns,
     card,
     care,
     catalog,
@@ -26,6 +27,7 @@ from handlers import (
     staff,
     start,
     stats,
+    surveys,
 )
 
 
@@ -47,6 +49,10 @@ def build_router() -> Router:
         care.build_router(),
         catalog.build_router(),
         audit.build_router(),
+        # Before start: admins build campaigns without being members; a campaign's button
+        # (/start go_...) and a survey's comment are answered before anything else.
+        campaigns.build_router(),
+        surveys.build_router(),
         start.build_router(),
         staff.build_router(),
         card.build_router(),

@@ -130,3 +130,29 @@ class AuditPage(CallbackData, prefix="aud"):
 
     member_id: int = 0
     older_than: int = 0
+class CampaignStep(CallbackData, prefix="cmp"):
+    """A screen of the campaign being built (admins only; the draft is the presser's own)."""
+
+    step: str  # "menu" | "audience" | "message" | "offer" | "when" | "preview" | "quit"
+
+
+class CampaignEdit(CallbackData, prefix="cme"):
+    """A change to the campaign being built: a filter toggled, a field to type, an offer."""
+
+    field: str
+    value: str = ""
+
+
+class CampaignAction(CallbackData, prefix="cma"):
+    """Confirm, cancel, stop or report one campaign (admins only; every press re-checked)."""
+
+    action: str  # "confirm" | "cancel" | "stop" | "report"
+    campaign_id: int
+
+
+class NpsScore(CallbackData, prefix="nps"):
+    """A member's score for a survey: recorded only for the member who pressed, and only when
+    that member was sent that survey."""
+
+    campaign_id: int
+    score: int  # 0..10; -1: no comment

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_date
+from babel.dates import format_date, format_time
 from babel.numbers import format_currency, format_decimal
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
 from jinja2.runtime import Context
@@ -81,6 +81,7 @@ class Texts:
         self.env.filters["member_code"] = format_member_code
         self.env.filters["coupon"] = self._coupon_filter
         self.env.filters["price"] = self._price_filter
+        self.env.filters["clock"] = self._clock_filter
         self._labels = {lang: self._load_labels(lang) for lang in LANGUAGES}
         for lang in LANGUAGES:
             if not self._labels[lang]:
@@ -202,6 +203,12 @@ class Texts:
         if isinstance(value, str):
             value = date.fromisoformat(value)
         return self.day(lang or _context_lang(context), value)
+
+    @pass_context
+    def _clock_filter(self, context: Context, value: datetime) -> str:
+        """The time of day, as the reader's locale writes it ("14:30")."""
+        lang = _context_lang(context)
+        return format_time(value, "HH:mm", locale=LOCALES[_lang(lang)])
 
     @pass_context
     def _plural_filter(self, context: Context, count: int, one: str, other: str) -> str:

@@ -105,6 +105,7 @@ def test_every_staff_command_is_known_to_the_registration() -> None:
         "plusrefund",  # admins' (handlers/plus.py)
         "member",  # staff's (handlers/care.py)
         "catalog", "audit",  # admins' (handlers/catalog.py, handlers/audit.py)
+        "campaign", "campaigns",  # admins' (handlers/campaigns.py)
     }
 
 

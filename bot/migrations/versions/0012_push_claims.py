@@ -5,7 +5,7 @@ about to send (``FOR UPDATE SKIP LOCKED``) with a lease. A push whose sender die
 the queue when its lease has passed.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2027-01-10 10:00:00.000000
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

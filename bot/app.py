@@ -76,7 +76,6 @@ class App:
         return {name: role.held for name, role in self.roles.items()}
 
     async def close(self) -> None:
-        await self.outbox_signal.flush()
         await self.bot.session.close()
         await self.engine.dispose()
         if self.coordination is not None:
@@ -111,7 +110,7 @@ def create_app(
     bot = create_bot(settings, bot_session)
     in_flight = InFlight()
     coordination = coordination_engine(settings.database_url)
-    outbox_signal = SharedOutboxSignal(engine if coordination is not None else None)
+    outbox_signal = SharedOutboxSignal()
     webapp = _webapp_config(settings, texts)
     # Conversations (a half-built campaign) are kept in the database: they survive a restart.
     # Several workers share them through the database (an answer may reach another worker).

@@ -214,47 +214,15 @@ async def _wait(
 
 
 class SharedOutboxSignal(OutboxSignal):
-    """Wakes this process's sender and, on PostgreSQL, the elected sender in any worker
-    (``NOTIFY``; at most one notification in flight, later wakes fold into the next one)."""
-
-    def __init__(self, engine: AsyncEngine | None = None) -> None:
-        super().__init__()
-        self.engine = engine
-        self._pending = False
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def wake(self) -> None:
-        super().wake()
-        if self.engine is None or self._pending:
-            return
-        try:
-            task = asyncio.get_running_loop().create_task(self._notify())
-        except RuntimeError:  # no loop (a script): the sender's poll finds the pushes
-            return
-        self._pending = True
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _notify(self) -> None:
-        self._pending = False  # a wake from now on needs a notification after this one
-        assert self.engine is not None
-        try:
-            async with self.engine.connect() as connection:
-                await connection.execute(text("SELECT pg_notify(:c, '')"), {"c": OUTBOX_CHANNEL})
-                await connection.commit()
-        except Exception:  # the sender polls anyway
-            log.warning("could not notify the sender", exc_info=True)
+    """Wakes this process's sender; on PostgreSQL the elected sender in any worker also wakes
+    on ``NOTIFY companion_outbox``, which the outbox's insert trigger (migration 0012) sends
+    when the writing transaction commits: no statement of its own, folded per transaction."""
 
     async def listen(self, connection: AsyncConnection) -> None:
         """Wake the local sender on every notification to the role's connection."""
         raw = await connection.get_raw_connection()
         driver: Any = raw.driver_connection
         await driver.add_listener(OUTBOX_CHANNEL, lambda *_: OutboxSignal.wake(self))
-
-    async def flush(self) -> None:
-        """Let notifications in flight go out (at shutdown)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=5)
 
 
 async def migrate_alone(database_url: str) -> None:

@@ -34,7 +34,7 @@ from bot.http import EmbeddedServer, create_http_app, server_config
 from bot.logs import UpdateLog
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
 from bot.scheduler import catch_up, schedule_campaigns, schedule_jobs, start_campaigns
-from bot.sender import OutboxSender
+from bot.sender import CHAT_INTERVAL_SECONDS, OutboxSender
 from bot.settings import Settings, SettingsError
 from bot.webhook import WebhookReceiver, register
 from domain import catalog
@@ -155,6 +155,8 @@ def create_app(
     sender = OutboxSender(
         session_factory, bot, texts, shop, outbox_signal, paid_broadcast=settings.paid_broadcast,
         claimant=worker_name(), rich={"campaign": campaign_pushes, "nps": campaign_pushes},
+        # Several workers: the sender may have moved here from another one a moment ago.
+        handover_seconds=CHAT_INTERVAL_SECONDS if coordination is not None else 0.0,
     )
     return App(
         settings=settings, shop=shop, engine=engine, session_factory=session_factory,

@@ -33,7 +33,13 @@ from bot.fsm_storage import DatabaseStorage
 from bot.http import EmbeddedServer, create_http_app, server_config
 from bot.logs import UpdateLog
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
-from bot.scheduler import catch_up, schedule_campaigns, schedule_jobs, start_campaigns
+from bot.scheduler import (
+    RunningJobs,
+    catch_up,
+    schedule_campaigns,
+    schedule_jobs,
+    start_campaigns,
+)
 from bot.sender import CHAT_INTERVAL_SECONDS, OutboxSender
 from bot.settings import Settings, SettingsError
 from bot.webhook import WebhookReceiver, register
@@ -69,6 +75,7 @@ class App:
     roles: dict[str, Role]
     webhook: WebhookReceiver | None
     coordination: AsyncEngine | None
+    running_jobs: RunningJobs
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def holds(self) -> dict[str, bool]:
@@ -163,6 +170,7 @@ def create_app(
         texts=texts, bot=bot, dispatcher=dispatcher, http=http, scheduler=scheduler,
         in_flight=in_flight, sender=sender, notifier=notifier, outbox_signal=outbox_signal,
         roles=roles, webhook=webhook, coordination=coordination,
+        running_jobs=RunningJobs(scheduler),
     )
 
 
@@ -315,6 +323,8 @@ async def _schedule(app: App, resign: asyncio.Event) -> None:
         app.scheduler.pause()
         catching_up.cancel()  # job_runs lets the next holder finish what this one began
         await asyncio.gather(catching_up, return_exceptions=True)
+        # A job run under way finishes before the role goes to another worker.
+        await app.running_jobs.wait(SHUTDOWN_GRACE_SECONDS)
 
 
 async def _poll(app: App, resign: asyncio.Event) -> None:

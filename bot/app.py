@@ -33,8 +33,14 @@ from bot.fsm_storage import DatabaseStorage
 from bot.http import EmbeddedServer, create_http_app, server_config
 from bot.logs import UpdateLog
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
-from bot.scheduler import catch_up, schedule_campaigns, schedule_jobs, start_campaigns
-from bot.sender import OutboxSender
+from bot.scheduler import (
+    RunningJobs,
+    catch_up,
+    schedule_campaigns,
+    schedule_jobs,
+    start_campaigns,
+)
+from bot.sender import CHAT_INTERVAL_SECONDS, OutboxSender
 from bot.settings import Settings, SettingsError
 from bot.webhook import WebhookReceiver, register
 from domain import catalog
@@ -69,6 +75,7 @@ class App:
     roles: dict[str, Role]
     webhook: WebhookReceiver | None
     coordination: AsyncEngine | None
+    running_jobs: RunningJobs
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def holds(self) -> dict[str, bool]:
@@ -155,12 +162,15 @@ def create_app(
     sender = OutboxSender(
         session_factory, bot, texts, shop, outbox_signal, paid_broadcast=settings.paid_broadcast,
         claimant=worker_name(), rich={"campaign": campaign_pushes, "nps": campaign_pushes},
+        # Several workers: the sender may have moved here from another one a moment ago.
+        handover_seconds=CHAT_INTERVAL_SECONDS if coordination is not None else 0.0,
     )
     return App(
         settings=settings, shop=shop, engine=engine, session_factory=session_factory,
         texts=texts, bot=bot, dispatcher=dispatcher, http=http, scheduler=scheduler,
         in_flight=in_flight, sender=sender, notifier=notifier, outbox_signal=outbox_signal,
         roles=roles, webhook=webhook, coordination=coordination,
+        running_jobs=RunningJobs(scheduler),
     )
 
 
@@ -313,6 +323,8 @@ async def _schedule(app: App, resign: asyncio.Event) -> None:
         app.scheduler.pause()
         catching_up.cancel()  # job_runs lets the next holder finish what this one began
         await asyncio.gather(catching_up, return_exceptions=True)
+        # A job run under way finishes before the role goes to another worker.
+        await app.running_jobs.wait(SHUTDOWN_GRACE_SECONDS)
 
 
 async def _poll(app: App, resign: asyncio.Event) -> None:

@@ -9,8 +9,9 @@ PostgreSQL is where workers agree; nothing else is shared between them.
   within the TCP keepalive set below, ~25 s), so another worker takes over within
   ``RETRY_SECONDS`` of that. The holder checks its connection as often: when the check fails
   it stops the duty, as the lock may be someone else's by now.
-- The outbox signal crosses processes with ``NOTIFY``: a worker that wrote pushes wakes the
-  elected sender, which ``LISTEN``s on its role connection.
+- The outbox signal crosses processes with ``NOTIFY``: a push written by any worker wakes the
+  elected sender (the outbox's insert trigger notifies at commit), which ``LISTEN``s on its
+  role connection.
 - On SQLite a second process on the same file refuses to start (``lock_sqlite_file``), so the
   one process holds every role trivially.
 """

@@ -7,11 +7,19 @@ nothing is missed and nothing is doubled; in-process misfires are coalesced with
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, time, timedelta
 
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_SUBMITTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -172,3 +180,34 @@ def schedule_campaigns(
         args=[session_factory, shop, outbox_signal], id="campaigns",
         name="start scheduled campaigns", coalesce=True, max_instances=1, replace_existing=True,
     )
+
+
+class RunningJobs:
+    """The scheduler's job runs under way now (counted from APScheduler's events). Pausing the
+    scheduler stops new runs, not these: a worker giving the scheduler up waits for them, so
+    the next holder never starts the same occasion beside a run that is still writing."""
+
+    def __init__(self, scheduler: AsyncIOScheduler) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        scheduler.add_listener(
+            self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
+        )
+
+    def _on_event(self, event: JobSubmissionEvent | JobExecutionEvent) -> None:
+        self.count += 1 if event.code == EVENT_JOB_SUBMITTED else -1
+        if self.count > 0:
+            self._idle.clear()
+        else:
+            self.count = 0
+            self._idle.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the runs under way to end; False if some still run."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), seconds)
+        except TimeoutError:
+            log.warning("%s scheduled job(s) still running after %.0f s", self.count, seconds)
+            return False
+        return True

@@ -48,12 +48,16 @@ Several workers
     its lease has ``LEASE_MARGIN_SECONDS`` left, and gives back what it did not send at the
     end of the pass; a push claimed by a sender that died returns when the lease runs out.
     The rate and the per-chat spacing live in this process, so the workers elect one sender
-    (bot/coordination.py): any worker writes pushes, one sends them all.
+    (bot/coordination.py): any worker writes pushes, one sends them all. A worker that takes
+    the sender over does not know what the previous one sent in its last second (to the shop
+    and to each chat), so it waits ``handover_seconds`` (a second) before its first send: the
+    previous sender gave the role up only after its last answer from Telegram.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -247,8 +251,10 @@ class OutboxSender:
         claimant: str = "sender",
         lease_seconds: float = LEASE_SECONDS,
         rich: dict[str, RichPushKind] | None = None,
+        handover_seconds: float = 0.0,
     ) -> None:
         self.session_factory = session_factory
+        self.handover_seconds = handover_seconds
         self.rich = rich or {}
         self.bot = bot
         self.texts = texts
@@ -266,8 +272,12 @@ class OutboxSender:
         self._pass = asyncio.Lock()  # one delivery pass at a time: a push is never sent twice
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Deliver until ``stopping`` is set; wake on the signal or every ``poll_seconds``."""
+        """Deliver until ``stopping`` is set; wake on the signal or every ``poll_seconds``.
+        Begins with ``handover_seconds`` of silence: another worker may have sent until then."""
         self._stopping = stopping
+        if self.handover_seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.handover_seconds)
         while not stopping.is_set():
             try:
                 handled = await self.deliver_pending()

@@ -49,14 +49,16 @@ class WebhookReceiver:
             return JSONResponse(
                 {"error": "unauthorized", "message": "wrong secret token", "field": None}, 401
             )
-        if self.closing:
-            return JSONResponse(
-                {"error": "stopping", "message": "this worker is stopping", "field": None}, 503
-            )
         body = await request.body()
         if len(body) > MAX_UPDATE_BYTES:
             return JSONResponse(
                 {"error": "too_large", "message": "not an update", "field": None}, 413
+            )
+        # Checked once the body is in, with no await until the task exists: an update whose
+        # body was still arriving when the drain began is refused, not answered and dropped.
+        if self.closing:
+            return JSONResponse(
+                {"error": "stopping", "message": "this worker is stopping", "field": None}, 503
             )
         try:
             update = Update.model_validate_json(body, context={"bot": self.bot})

@@ -285,31 +285,51 @@ class FakeTelegram:
         self._pending_updates.put_nowait(update)
 
     async def deliver(
-        self, update: JsonDict, *, secret: str | None = None, target: str | None = None
+        self, update: JsonDict, *, secret: str | None = None, target: str | None = None,
+        redeliver_for: float | None = None, redeliver_after: float = 0.3,
     ) -> int:
         """POST ``update`` to the webhook as Telegram does: to ``target``, or the next of
         ``webhook_targets`` (round-robin), with the secret setWebhook registered (or
         ``secret``, to play an impostor). Returns the HTTP status, also kept in
-        ``webhook_answers``."""
-        from aiohttp import ClientSession, ClientTimeout
+        ``webhook_answers`` (0: the connection was refused or dropped).
+
+        With ``redeliver_for`` (seconds) an update not answered 2xx is delivered again after
+        ``redeliver_after`` seconds to the next target, as Telegram retries a webhook (and
+        nginx's ``proxy_next_upstream`` passes a refused post to the next worker), until it is
+        answered 2xx or the time is up; the last status is returned."""
+        from aiohttp import ClientError, ClientSession, ClientTimeout
 
         if self.webhook is None:
             raise AssertionError("no webhook is set: the bot did not call setWebhook")
-        if target is None:
-            if not self.webhook_targets:
-                raise AssertionError("no webhook_targets to deliver to")
-            target = self.webhook_targets[next(self._next_target) % len(self.webhook_targets)]
         if self._webhook_client is None:
             self._webhook_client = ClientSession(timeout=ClientTimeout(total=30))
         headers = {"Content-Type": "application/json"}
         token = self.webhook.get("secret_token") if secret is None else secret
         if token:
             headers["X-Telegram-Bot-Api-Secret-Token"] = str(token)
-        async with self._webhook_client.post(target, data=json.dumps(update), headers=headers) as r:
-            await r.read()
-            status = r.status
-        self.webhook_answers.append((int(update["update_id"]), status))
-        return status
+        deadline = None if redeliver_for is None else time.monotonic() + redeliver_for
+        while True:
+            if target is None:
+                if not self.webhook_targets:
+                    raise AssertionError("no webhook_targets to deliver to")
+                to = self.webhook_targets[next(self._next_target) % len(self.webhook_targets)]
+            else:
+                to = target
+            try:
+                async with self._webhook_client.post(
+                    to, data=json.dumps(update), headers=headers
+                ) as r:
+                    await r.read()
+                    status = r.status
+            except (ClientError, OSError):
+                if deadline is None:
+                    raise
+                status = 0
+            self.webhook_answers.append((int(update["update_id"]), status))
+            if deadline is None or 200 <= status < 300 or time.monotonic() > deadline:
+                return status
+            target = None  # the next worker, round-robin
+            await asyncio.sleep(redeliver_after)
 
     def sends_per_second(self, chats: Callable[[int], bool] = lambda _: True) -> tuple[int, int]:
         """The most messages (sendMessage, sendPhoto) accepted in any one second, and the most

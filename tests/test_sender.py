@@ -340,6 +340,36 @@ async def test_a_sender_stopped_half_way_resumes_and_sends_each_push_exactly_onc
     assert set((await session.scalars(select(Push.status))).all()) == {"sent"}
 
 
+async def test_a_sender_taking_over_from_another_worker_keeps_a_chat_to_one_message_a_second(
+    app: App, chat: Conversation, session: AsyncSession, shop: Shop,
+) -> None:
+    """The sender role moved (another worker stopped): the new holder cannot know that the
+    previous one wrote to this chat a moment ago, so it waits a second before its first send."""
+    member = await _member(chat, session, 7651)
+    other = await _member(chat, session, 7652)
+    await _push(session, shop, member, "handover-0", payload=_receipt("handover-0", 1000))
+    timed = TimedBot(app)
+    assert await _sender(app, timed, claimant="worker-a").deliver_pending() == 1
+    await _push(session, shop, member, "handover-1", payload=_receipt("handover-1", 1001))
+    await _push(session, shop, other, "handover-2")
+
+    taking_over = _sender(app, timed, claimant="worker-b", handover_seconds=1.0)
+    stopping = asyncio.Event()
+    running = asyncio.create_task(taking_over.run(stopping))
+    try:
+        async with asyncio.timeout(10):
+            while len(timed.accepted) < 3:
+                await asyncio.sleep(0.02)
+    finally:
+        stopping.set()
+        await running
+
+    [first, second] = [t for t, c in timed.accepted if c == 7651]
+    assert second - first >= 1.0
+    assert len(_delivered(chat.fake, 7651, "handover-1")) == 1
+    assert len(_delivered(chat.fake, 7652, "handover-2")) == 1
+
+
 async def test_a_stopping_sender_finishes_what_is_in_flight_and_leaves_the_rest(
     app: App, chat: Conversation, session: AsyncSession, shop: Shop,
 ) -> None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from aiogram import Bot
+from aiogram.types import Update
+from fastapi import FastAPI
 
+from bot.webhook import WebhookReceiver
 from tests.conftest import POSTGRES_URL, TEST_TOKEN
 from tests.fake_telegram import FakeTelegram, message_update
 from tests.test_process import PYTHON, _env, _free_port, _read_until, _run
@@ -131,3 +137,49 @@ async def test_second_process_on_one_sqlite_file_refuses_with_one_line(tmp_path:
             second.send_signal(signal.SIGTERM)
             await asyncio.wait_for(second.communicate(), 30)
         assert second.returncode == 0
+
+
+class _Dispatcher:
+    """Notes the updates fed to it (the receiver's only use of the dispatcher)."""
+
+    def __init__(self) -> None:
+        self.handled: list[int] = []
+
+    async def feed_update(self, bot: Bot, update: Update) -> None:
+        await asyncio.sleep(0.05)
+        self.handled.append(update.update_id)
+
+
+async def test_an_update_still_arriving_when_the_worker_stops_is_refused_not_dropped() -> None:
+    """SIGTERM's drain begins while an update's body is still coming in: the update must be
+    answered 503 (Telegram delivers it again, to another worker), not 200 and then handled
+    after the drain, when the worker is already closing its bot and database."""
+    dispatcher = _Dispatcher()
+    receiver = WebhookReceiver(Bot("42:TEST"), dispatcher, SECRET)  # type: ignore[arg-type]
+    app = FastAPI()
+    receiver.install(app, "/tg/hook")
+    body = json.dumps(message_update(7373, "/points"))
+    arriving, rest = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield body[:20].encode()
+        arriving.set()
+        await rest.wait()
+        yield body[20:].encode()
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        posting = asyncio.create_task(client.post(
+            "/tg/hook", content=slow_body(),
+            headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+        ))
+        await arriving.wait()
+        draining = asyncio.create_task(receiver.drain(5))
+        await asyncio.sleep(0)
+        rest.set()
+        answer = await posting
+        await draining
+        handled_by_drain = list(dispatcher.handled)
+        await asyncio.sleep(0.2)
+    assert answer.status_code == 503
+    assert dispatcher.handled == handled_by_drain == []

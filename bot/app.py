@@ -33,6 +33,7 @@ from bot.fsm_storage import DatabaseStorage
 from bot.http import EmbeddedServer, create_http_app, server_config
 from bot.logs import UpdateLog
 from bot.middlewares import CurrentMember, DatabaseSession, InFlight, Throttle
+from bot.replies import RetryAfterFloodControl
 from bot.scheduler import (
     RunningJobs,
     catch_up,
@@ -92,11 +93,13 @@ class App:
 def create_bot(settings: Settings, session: BaseSession | None = None) -> Bot:
     if session is None and settings.telegram_api_url:
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
-    return Bot(
+    bot = Bot(
         token=settings.require_bot_token(),
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
+    bot.session.middleware(RetryAfterFloodControl())
+    return bot
 
 
 def create_app(

@@ -79,6 +79,7 @@ from jinja2 import TemplateNotFound
 from sqlalchemy import ColumnElement, and_, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.replies import OUTBOX_SEND
 from domain.jobs import QUIET_END, QUIET_START, next_morning
 from domain.models import Member, Push
 from domain.shop import Shop
@@ -484,6 +485,8 @@ class OutboxSender:
         """One request to Telegram and, at once, its outcome in the database."""
         member = due.member
         paid = True if self.paid_broadcast else None
+        # The sender paces these requests and pauses on a 429 itself: not retried by the bot.
+        marked = OUTBOX_SEND.set(True)
         try:
             try:
                 if composed.photo is not None:
@@ -498,6 +501,7 @@ class OutboxSender:
                         composed.text, reply_markup=composed.markup, allow_paid_broadcast=paid,
                     )
             finally:
+                OUTBOX_SEND.reset(marked)
                 self.limiter.answered()
         except TelegramRetryAfter:
             raise

@@ -29,7 +29,7 @@ from handlers.campaign_reports import list_campaigns, show_report
 from handlers.editing import edit_in_place
 from handlers.outbox_signal import OutboxSignal
 from handlers.staff import IsStaff
-from handlers.stats import IsAdmin
+from handlers.stats import IsAdmin, only_admins, only_admins_press
 from handlers.texts import LANGUAGES, Texts
 
 STAGES = (NEW, ACTIVE, DORMANT, CHURNED)
@@ -618,14 +618,6 @@ async def act(
 
 async def _not_a_command(message: Message) -> bool:
     return not (message.text or "").startswith("/")
-
-
-async def only_admins(message: Message, texts: Texts, lang: str) -> None:
-    await message.answer(texts.render(lang, "stats/only_admins"))
-
-
-async def only_admins_press(query: CallbackQuery, texts: Texts, lang: str) -> None:
-    await query.answer(texts.render(lang, "stats/only_admins"), show_alert=True)
 
 
 def build_router() -> Router:

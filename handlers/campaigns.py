@@ -26,6 +26,7 @@ from domain.shop import Shop
 from handlers.callbacks import CampaignAction, CampaignEdit, CampaignStep
 from handlers.campaign_push import compose
 from handlers.campaign_reports import list_campaigns, show_report
+from handlers.campaign_writer import CampaignWriter
 from handlers.editing import edit_in_place
 from handlers.outbox_signal import OutboxSignal
 from handlers.staff import IsStaff
@@ -591,9 +592,10 @@ async def _preview(
 
 async def act(
     query: CallbackQuery, callback_data: CampaignAction, state: FSMContext,
-    session: AsyncSession, shop: Shop, texts: Texts, lang: str, outbox_signal: OutboxSignal,
+    session: AsyncSession, shop: Shop, texts: Texts, lang: str, campaign_writer: CampaignWriter,
 ) -> None:
-    """Confirm, cancel, stop or show one campaign (every admin action audited)."""
+    """Confirm, cancel, stop or show one campaign (every admin action audited). A campaign
+    confirmed for now is written in the background: the press is answered at once."""
     actor = Actor(query.from_user.id, "admin")
     campaign_id = callback_data.campaign_id
     action = callback_data.action
@@ -606,8 +608,8 @@ async def act(
             lang, "campaign/confirmed", id=campaign_id,
             start_at=_local(shop, start) if start > shop.now() else None,
         ))
-        if await campaigns.start_due(session, shop):
-            outbox_signal.wake()
+        if start <= shop.now():
+            campaign_writer.start()
         return
     if action == "cancel":
         await campaigns.cancel(session, shop, actor, campaign_id)

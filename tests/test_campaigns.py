@@ -168,6 +168,7 @@ async def test_admin_builds_previews_confirms_and_each_member_gets_one_message(
     confirm = CampaignAction(action="confirm", campaign_id=campaign_id).pack()
     await _press(chat, ADMIN_ID, confirm)
     assert f"Campaign No. {campaign_id} is confirmed" in _last_text(fake_telegram, ADMIN_ID)
+    await app.campaign_writer.wait()
 
     since = len(fake_telegram.calls)
     await app.sender.deliver_pending()
@@ -290,6 +291,7 @@ async def test_two_admins_confirming_at_once_send_it_once(
         chat.send(fake_telegram.press(ADMIN_ID, confirm)),
         chat.send(fake_telegram.press(SECOND_ADMIN, confirm)),
     )
+    await app.campaign_writer.wait()
     since = len(fake_telegram.calls)
     await app.sender.deliver_pending()
     for user in PEOPLE:
@@ -418,6 +420,7 @@ async def test_nps_survey_one_answer_per_member_with_a_comment_and_stop(
     await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
     campaign_id = await _draft_id(session)
     await _press(chat, ADMIN_ID, CampaignAction(action="confirm", campaign_id=campaign_id).pack())
+    await app.campaign_writer.wait()
     await app.sender.deliver_pending()
     ann, bob = 7001, 7002
     assert "How likely are you to recommend us" in _last_text(fake_telegram, ann)
@@ -489,3 +492,102 @@ async def test_a_scheduled_campaign_can_be_cancelled_and_a_running_one_stopped(
     assert statuses == {"skipped": len(PEOPLE)}
     actions = (await session.scalars(select(AuditEntry.action).order_by(AuditEntry.id))).all()
     assert actions.count("campaign.cancel") == 1 and actions.count("campaign.stop") == 1
+
+
+async def _simple_campaign(chat: Conversation, session: AsyncSession, text: str = "Hello") -> int:
+    """/campaign, one text for everyone, preview: the draft's id (the confirm is pressed next)."""
+    await _type(chat, ADMIN_ID, "/campaign")
+    await _press(chat, ADMIN_ID, CampaignStep(step="message").pack())
+    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="text_*").pack())
+    await _type(chat, ADMIN_ID, text)
+    await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
+    return await _draft_id(session)
+
+
+async def test_the_confirm_is_answered_at_once_and_the_pushes_are_written_behind_it(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writing a million outbox rows takes seconds: the admin's press does not wait for it."""
+    await _people(chat, session)
+    await app.sender.deliver_pending()
+    campaign_id = await _simple_campaign(chat, session)
+    writing = asyncio.Event()
+    release = asyncio.Event()
+    real_write = campaigns.write_pushes
+
+    async def slow_write(own: AsyncSession, shop: Any, wanted: int) -> bool:
+        writing.set()
+        await release.wait()  # as long as a million members take
+        return await real_write(own, shop, wanted)
+
+    monkeypatch.setattr(campaigns, "write_pushes", slow_write)
+    confirm = CampaignAction(action="confirm", campaign_id=campaign_id).pack()
+    await asyncio.wait_for(_press(chat, ADMIN_ID, confirm), timeout=5)
+    answer = _last_text(fake_telegram, ADMIN_ID)
+    assert f"Campaign No. {campaign_id} is confirmed" in answer
+    assert "being written and go out in a moment" in answer
+    await asyncio.wait_for(writing.wait(), timeout=5)
+    # Meanwhile the admin's chat is answered (the writing holds no update) and nothing is sent.
+    await _type(chat, ADMIN_ID, "/campaigns")
+    assert f"No. {campaign_id}" in _last_text(fake_telegram, ADMIN_ID)
+    since = len(fake_telegram.calls)
+    await app.sender.deliver_pending()
+    assert not any(_texts_to(fake_telegram, user, since) for user in PEOPLE)
+
+    release.set()
+    await app.campaign_writer.wait()
+    await app.sender.deliver_pending()
+    for user, (_, _, marketing) in PEOPLE.items():
+        assert len(_texts_to(fake_telegram, user, since)) == (1 if marketing else 0), user
+    state = await session.scalar(select(Campaign.state).where(Campaign.id == campaign_id))
+    assert state == "running"
+
+
+async def test_a_background_write_cut_short_is_resumed_at_the_next_start_once_per_member(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+    clock: FixedClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _people(chat, session)
+    await app.sender.deliver_pending()
+    campaign_id = await _simple_campaign(chat, session)
+    monkeypatch.setattr(campaigns, "WRITE_BATCH", 3)  # several ranges: stopped between two
+    written_ranges = 0
+    real_range = campaigns._write_range
+    never = asyncio.Event()
+
+    async def range_then_hang(*args: Any) -> int:
+        nonlocal written_ranges
+        if written_ranges == 1:
+            await never.wait()  # shutdown comes while the second range is being written
+        written_ranges += 1
+        return await real_range(*args)
+
+    monkeypatch.setattr(campaigns, "_write_range", range_then_hang)
+    await _press(chat, ADMIN_ID, CampaignAction(action="confirm", campaign_id=campaign_id).pack())
+    for _ in range(100):
+        if written_ranges == 1:
+            break
+        await asyncio.sleep(0.01)
+    await app.campaign_writer.wait(0.2)  # the shutdown's grace ends: the write is cut short
+    assert await session.scalar(
+        select(Campaign.state).where(Campaign.id == campaign_id)
+    ) == "writing"
+    await session.rollback()
+    monkeypatch.setattr(campaigns, "_write_range", real_range)
+
+    again = create_app(app.settings, clock=clock, program=app.shop.program)
+    try:
+        assert await start_campaigns(
+            again.session_factory, again.shop, again.sender.signal, resume=True
+        ) == [campaign_id]
+    finally:
+        await again.close()
+    since = len(fake_telegram.calls)
+    await app.sender.deliver_pending()
+    for user, (_, _, marketing) in PEOPLE.items():
+        assert len(_texts_to(fake_telegram, user, since)) == (1 if marketing else 0), user
+    written = await session.scalar(
+        select(func.count()).select_from(Push).where(Push.campaign_id == campaign_id)
+    )
+    assert written == len(PEOPLE)

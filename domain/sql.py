@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table, func, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
@@ -26,3 +27,20 @@ def insert_unless_exists(session: AsyncSession, model: Any, *conflict_columns: s
 def table_of(model: type[Any]) -> Table:
     """A mapped class's table, for Core statements that skip the ORM's unit of work."""
     return cast(Table, model.__table__)
+
+
+def within_days(
+    session: AsyncSession, instant: Any, start: Any, days: int
+) -> ColumnElement[bool]:
+    """``start <= instant < start + days``, both columns (UTC timestamps): PostgreSQL adds an
+    interval, SQLite compares Julian days (its timestamps are text)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        end = start + literal(timedelta(days=days))
+        return cast(ColumnElement[bool], (instant >= start) & (instant < end))
+    if dialect != "sqlite":
+        raise NotImplementedError(f"no day arithmetic for {dialect}")
+    return cast(
+        ColumnElement[bool],
+        (instant >= start) & (func.julianday(instant) < func.julianday(start) + days),
+    )

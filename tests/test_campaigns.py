@@ -29,9 +29,11 @@ from domain.models import (
     Coupon,
     Member,
     NpsAnswer,
+    Order,
     Push,
 )
 from domain.program import Program
+from domain.transaction import write_transaction
 from handlers.callbacks import CampaignAction, CampaignEdit, CampaignStep, NpsScore
 from tests.conftest import ADMIN_ID, STAFF_ID, Conversation
 from tests.fake_telegram import FakeTelegram, callback_update, message_update
@@ -591,3 +593,46 @@ async def test_a_background_write_cut_short_is_resumed_at_the_next_start_once_pe
         select(func.count()).select_from(Push).where(Push.campaign_id == campaign_id)
     )
     assert written == len(PEOPLE)
+
+
+async def test_revenue_counts_each_recipients_own_fourteen_days_from_their_delivery(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+    clock: FixedClock,
+) -> None:
+    """Ann gets the message on the first day, Bob (held back, say by quiet hours or the rate)
+    ten days later: each one's orders count from their own delivery to 14 days after it."""
+    people = await _people(chat, session)
+    admin = campaigns.Actor(ADMIN_ID, "admin")
+    spec = campaigns.CampaignSpec(variants=[campaigns.Variant(texts={"*": "Hi"})])
+    campaign_id = await campaigns.save_draft(session, app.shop, admin, spec)
+    await campaigns.confirm(session, app.shop, admin, campaign_id)
+    assert await campaigns.start_due(session, app.shop) == [campaign_id]
+    ann, bob = people[7001], people[7002]
+    start = clock.now()
+
+    async def deliver(member: Member) -> None:
+        async with write_transaction(session):
+            await campaigns.delivered(session, app.shop, campaign_id, member.id, "member", "A")
+
+    def order(member: Member, day: float, paid: int) -> Order:
+        at = start + timedelta(days=day)
+        return Order(
+            order_id=f"o-{member.id}-{day}", request_hash="x", member_id=member.id, amount=paid,
+            paid=paid, occurred_at=at, created_at=at,
+        )
+
+    await deliver(ann)
+    clock.advance(days=10)
+    await deliver(bob)
+    session.add_all([
+        order(ann, 13.9, 1_000),  # within Ann's 14 days
+        order(ann, 14.1, 2_000),  # past them
+        order(bob, 5, 4_000),  # before Bob got the message
+        order(bob, 23.9, 8_000),  # within Bob's 14 days, past the campaign's first 14
+        order(bob, 24.1, 16_000),  # past Bob's
+    ])
+    await session.commit()
+    figures = await campaigns.report(session, app.shop, campaign_id)
+    assert figures.revenue == 9_000
+    await _type(chat, ADMIN_ID, "/campaigns")
+    assert "within 14 days: CN¥90.00" in _last_text(fake_telegram, ADMIN_ID)

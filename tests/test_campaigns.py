@@ -27,6 +27,7 @@ from domain.models import (
     Campaign,
     CampaignDelivery,
     Coupon,
+    LedgerEntry,
     Member,
     NpsAnswer,
     Order,
@@ -636,3 +637,74 @@ async def test_revenue_counts_each_recipients_own_fourteen_days_from_their_deliv
     assert figures.revenue == 9_000
     await _type(chat, ADMIN_ID, "/campaigns")
     assert "within 14 days: CN¥90.00" in _last_text(fake_telegram, ADMIN_ID)
+
+
+async def test_a_campaign_with_a_photo_goes_out_as_a_photo_with_its_caption_and_button(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+) -> None:
+    await _people(chat, session)
+    await app.sender.deliver_pending()
+    await _type(chat, ADMIN_ID, "/campaign")
+    await _press(chat, ADMIN_ID, CampaignStep(step="message").pack())
+    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="text_*").pack())
+    await _type(chat, ADMIN_ID, "Our spring window")
+    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="photo").pack())
+    photo = message_update(ADMIN_ID, "")
+    photo["message"]["photo"] = [
+        {"file_id": "spring-small", "file_unique_id": "s1", "width": 90, "height": 90},
+        {"file_id": "spring-large", "file_unique_id": "s2", "width": 1280, "height": 960},
+    ]
+    await chat.send(photo)
+    for _ in range(2):  # no button → rewards → coupons
+        await _press(chat, ADMIN_ID, CampaignEdit(field="cta").pack())
+    await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
+    campaign_id = await _draft_id(session)
+    await _press(chat, ADMIN_ID, CampaignAction(action="confirm", campaign_id=campaign_id).pack())
+    await app.campaign_writer.wait()
+    since = len(fake_telegram.calls)
+    await app.sender.deliver_pending()
+    for user, (_, _, marketing) in PEOPLE.items():
+        to_member = [
+            c for c in fake_telegram.calls[since:] if str(c.params.get("chat_id")) == str(user)
+        ]
+        if not marketing:
+            assert to_member == []
+            continue
+        assert [c.method for c in to_member] == ["sendPhoto"], user
+        sent = to_member[0].params
+        assert sent["photo"] == "spring-large"  # the largest size the admin sent
+        assert "Our spring window" in str(sent["caption"])
+        button = sent["reply_markup"]["inline_keyboard"][0][0]
+        assert button["url"].endswith("?start=go_coupons")
+        assert button["text"] and "go_" not in button["text"]
+
+
+@pytest.mark.parametrize(
+    ("link", "screen"),
+    [("go_rewards", "Rewards mall"), ("go_coupons", "Your coupons"),
+     ("go_checkin", "Checked in for today!")],
+)
+async def test_a_campaigns_button_opens_its_screen_for_a_member_and_registers_a_newcomer(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+    link: str, screen: str,
+) -> None:
+    member = 7001
+    await chat.send(message_update(member, "/start", first_name="Ann"))
+    await chat.send(message_update(member, f"/start {link}"))
+    opened = _last_text(fake_telegram, member)
+    assert screen in opened and "Welcome" not in opened
+    if link == "go_checkin":
+        checked = await session.scalar(
+            select(func.count()).select_from(LedgerEntry).join(
+                Member, Member.id == LedgerEntry.member_id
+            ).where(Member.telegram_id == member, LedgerEntry.kind == "checkin")
+        )
+        await session.rollback()
+        assert checked == 1
+
+    newcomer = 7100
+    await chat.send(message_update(newcomer, f"/start {link}", first_name="Neil"))
+    welcomed = _last_text(fake_telegram, newcomer)
+    assert "Welcome to the club, <b>Neil</b>!" in welcomed and screen not in welcomed
+    joined = await session.scalar(select(Member).where(Member.telegram_id == newcomer))
+    assert joined is not None

@@ -236,6 +236,15 @@ async def reach(session: AsyncSession, shop: Shop, audience: Audience) -> Reach:
     return Reach(int(row[0]), int(row[1]))
 
 
+async def audience_languages(session: AsyncSession, shop: Shop, audience: Audience) -> set[str]:
+    """The languages of the members the audience reaches (a preview is shown in each)."""
+    async with read_transaction(session):
+        found = await session.scalars(
+            select(Member.language).where(*audience_conditions(shop, audience)).distinct()
+        )
+        return {str(language) for language in found}
+
+
 # ---- A/B: the variant of a member, reproducible ---------------------------------------------
 
 _MIX = 1_000_003

@@ -556,19 +556,23 @@ async def _preview(
     me = await bot.me()
     admin = query.from_user.id
     tiers = [t.key for t in shop.program.tiers]
+    languages = await _preview_languages(session, shop, spec, lang)
     for name in ("A", "B") if spec.split else ("A",):
         offers = spec.variant(name).offers
         shown = [t for t in tiers if t in offers] or [tiers[0]]
         if ALL in offers:
             shown = [tiers[0]]
-        for tier in shown:
+        for tier, member_lang in ((t, code) for t in shown for code in languages):
+            # Labelled in the admin's language; the message itself in the members'.
             await bot.send_message(admin, texts.render(
                 lang, "campaign/preview_head", variant=name if spec.split else "",
                 tier=shop.program.tier(tier).name.get(lang),
                 per_tier=ALL not in offers and bool(offers),
+                language=texts.label(lang, f"campaign_language_{member_lang}")
+                if languages != [lang] else "",
             ))
-            push = compose(texts, shop, spec, campaign_id=draft.draft_id, variant=name, lang=lang,
-                           tier=tier, bot_username=me.username or "")
+            push = compose(texts, shop, spec, campaign_id=draft.draft_id, variant=name,
+                           lang=member_lang, tier=tier, bot_username=me.username or "")
             if push.photo is not None:
                 await bot.send_photo(
                     admin, push.photo, caption=push.text, reply_markup=push.markup
@@ -588,6 +592,16 @@ async def _preview(
                      start_at=_local(shop, spec.start_at)),
         reply_markup=markup,
     )
+
+
+async def _preview_languages(
+    session: AsyncSession, shop: Shop, spec: CampaignSpec, admin_lang: str
+) -> list[str]:
+    """The languages members will read the campaign in: those of the audience's members (or
+    of its language filter, or the admin's own while it reaches nobody)."""
+    found = await campaigns.audience_languages(session, shop, spec.audience)
+    wanted = found or set(spec.audience.languages) or {admin_lang}
+    return [code for code in LANGUAGES if code in wanted]
 
 
 async def act(

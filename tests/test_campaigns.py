@@ -708,3 +708,46 @@ async def test_a_campaigns_button_opens_its_screen_for_a_member_and_registers_a_
     assert "Welcome to the club, <b>Neil</b>!" in welcomed and screen not in welcomed
     joined = await session.scalar(select(Member).where(Member.telegram_id == newcomer))
     assert joined is not None
+
+
+async def test_the_preview_is_sent_in_each_language_of_the_audience_labelled_for_the_admin(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+) -> None:
+    await _people(chat, session)  # English and Chinese members
+    for admin_lang in ("en", "zh"):
+        async def send(text: str = "", data: str = "") -> None:
+            if data:
+                await chat.send(fake_telegram.press(ADMIN_ID, data, language_code=admin_lang))
+            else:
+                await chat.send(message_update(ADMIN_ID, text, language_code=admin_lang))
+
+        await send("/campaign")
+        await send(data=CampaignStep(step="message").pack())
+        for code, words in (("en", "Spring is here"), ("zh", "春天来了")):
+            await send(data=CampaignEdit(field="ask", value=f"text_{code}").pack())
+            await send(words)
+        since = len(fake_telegram.calls)
+        await send(data=CampaignStep(step="preview").pack())
+        shown = _texts_to(fake_telegram, ADMIN_ID, since)
+        if admin_lang == "en":
+            assert shown[0].startswith("👀 Preview in English") and "Spring is here" in shown[1]
+            assert shown[2].startswith("👀 Preview in Chinese") and "春天来了" in shown[3]
+            assert "Spring" not in shown[3] and "bonus" not in shown[3]
+        else:
+            assert shown[0].startswith("👀 预览（英文）") and "Spring is here" in shown[1]
+            assert shown[2].startswith("👀 预览（中文）") and "春天来了" in shown[3]
+        assert len(shown) == 5  # then the confirm question, in the admin's language
+        assert ("That is what members will get." in shown[4]) == (admin_lang == "en")
+
+    # An audience of Chinese members only: one preview, in Chinese, even for an English admin.
+    await _type(chat, ADMIN_ID, "/campaign")
+    await _press(chat, ADMIN_ID, CampaignStep(step="audience").pack())
+    await _press(chat, ADMIN_ID, CampaignEdit(field="language", value="zh").pack())
+    await _press(chat, ADMIN_ID, CampaignStep(step="message").pack())
+    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="text_*").pack())
+    await _type(chat, ADMIN_ID, "只此一份")
+    since = len(fake_telegram.calls)
+    await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
+    shown = _texts_to(fake_telegram, ADMIN_ID, since)
+    assert len(shown) == 3 and shown[0].startswith("👀 Preview in Chinese")
+    assert "只此一份" in shown[1]

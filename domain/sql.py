@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, func, literal
+from sqlalchemy import ColumnElement, Table, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
@@ -44,3 +44,17 @@ def within_days(
         ColumnElement[bool],
         (instant >= start) & (func.julianday(instant) < func.julianday(start) + days),
     )
+
+
+_LOCK_KEY_BITS = 53  # Telegram ids stay below 2^53; the namespace sits above them
+
+
+async def lock_until_commit(session: AsyncSession, namespace: int, key: int) -> None:
+    """Serialise the transactions that take the same ``(namespace, key)`` until each ends:
+    PostgreSQL's ``pg_advisory_xact_lock`` (one 64-bit key; the workers' role locks use the
+    two-key space, which never meets it). SQLite needs nothing: its write transactions begin
+    IMMEDIATE, one at a time."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    lock = (namespace << _LOCK_KEY_BITS) | (key % (1 << _LOCK_KEY_BITS))
+    await session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": lock})

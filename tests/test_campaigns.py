@@ -142,6 +142,20 @@ async def _draft_id(session: AsyncSession) -> int:
     return int(found)
 
 
+async def _start_simple(chat: Conversation, text: str) -> None:
+    """/campaign with one text for everyone."""
+    await _type(chat, ADMIN_ID, "/campaign")
+    await _press(chat, ADMIN_ID, CampaignStep(step="message").pack())
+    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="text_*").pack())
+    await _type(chat, ADMIN_ID, text)
+
+
+async def _simple_campaign(chat: Conversation, session: AsyncSession, text: str = "Hello") -> int:
+    """One text for everyone, previewed: the draft's id (the confirm is pressed next)."""
+    await _start_simple(chat, text)
+    await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
+    return await _draft_id(session)
+
 async def test_admin_builds_previews_confirms_and_each_member_gets_one_message(
     app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
     clock: FixedClock,
@@ -278,12 +292,7 @@ async def test_two_admins_confirming_at_once_send_it_once(
 ) -> None:
     await _people(chat, session)
     await app.sender.deliver_pending()
-    await _type(chat, ADMIN_ID, "/campaign")
-    await _press(chat, ADMIN_ID, CampaignStep(step="message").pack())
-    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="text_*").pack())
-    await _type(chat, ADMIN_ID, "Hello everyone")
-    await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
-    campaign_id = await _draft_id(session)
+    campaign_id = await _simple_campaign(chat, session, "Hello everyone")
     confirm = CampaignAction(action="confirm", campaign_id=campaign_id).pack()
     # The second admin got the confirm button too (say, forwarded): both press at once.
     await asyncio.gather(
@@ -497,16 +506,6 @@ async def test_a_scheduled_campaign_can_be_cancelled_and_a_running_one_stopped(
     assert actions.count("campaign.cancel") == 1 and actions.count("campaign.stop") == 1
 
 
-async def _simple_campaign(chat: Conversation, session: AsyncSession, text: str = "Hello") -> int:
-    """/campaign, one text for everyone, preview: the draft's id (the confirm is pressed next)."""
-    await _type(chat, ADMIN_ID, "/campaign")
-    await _press(chat, ADMIN_ID, CampaignStep(step="message").pack())
-    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="text_*").pack())
-    await _type(chat, ADMIN_ID, text)
-    await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
-    return await _draft_id(session)
-
-
 async def test_the_confirm_is_answered_at_once_and_the_pushes_are_written_behind_it(
     app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
     monkeypatch: pytest.MonkeyPatch,
@@ -644,10 +643,7 @@ async def test_a_campaign_with_a_photo_goes_out_as_a_photo_with_its_caption_and_
 ) -> None:
     await _people(chat, session)
     await app.sender.deliver_pending()
-    await _type(chat, ADMIN_ID, "/campaign")
-    await _press(chat, ADMIN_ID, CampaignStep(step="message").pack())
-    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="text_*").pack())
-    await _type(chat, ADMIN_ID, "Our spring window")
+    await _start_simple(chat, "Our spring window")
     await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="photo").pack())
     photo = message_update(ADMIN_ID, "")
     photo["message"]["photo"] = [

@@ -635,7 +635,7 @@ async def test_revenue_counts_each_recipients_own_fourteen_days_from_their_deliv
     figures = await campaigns.report(session, app.shop, campaign_id)
     assert figures.revenue == 9_000
     await _type(chat, ADMIN_ID, "/campaigns")
-    assert "within 14 days: CN¥90.00" in _last_text(fake_telegram, ADMIN_ID)
+    assert "within 14 days of their message: CN¥90.00" in _last_text(fake_telegram, ADMIN_ID)
 
 
 async def test_a_campaign_with_a_photo_goes_out_as_a_photo_with_its_caption_and_button(

@@ -50,6 +50,7 @@ from domain.program import Program, load_program
 from domain.shop import Shop
 from handlers import build_router
 from handlers.campaign_push import CampaignPushes
+from handlers.campaign_writer import CampaignWriter
 from handlers.start import staff_commands
 from handlers.texts import LANGUAGES, Texts, load_texts
 from handlers.webapp_auth import WebAppConfig
@@ -77,6 +78,7 @@ class App:
     webhook: WebhookReceiver | None
     coordination: AsyncEngine | None
     running_jobs: RunningJobs
+    campaign_writer: CampaignWriter
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def holds(self) -> dict[str, bool]:
@@ -121,6 +123,7 @@ def create_app(
     in_flight = InFlight()
     coordination = coordination_engine(settings.database_url)
     outbox_signal = SharedOutboxSignal()
+    campaign_writer = CampaignWriter(session_factory, shop, outbox_signal)
     webapp = _webapp_config(settings, texts)
     # Conversations (a half-built campaign) are kept in the database: they survive a restart.
     # Several workers share them through the database (an answer may reach another worker).
@@ -130,6 +133,7 @@ def create_app(
         shop=shop, texts=texts, session_factory=session_factory, outbox_signal=outbox_signal,
         staff_ids=settings.staff, admin_ids=settings.admin_ids,
         webapp=webapp, webapp_url=webapp.url if webapp is not None else None,
+        campaign_writer=campaign_writer,
     )
     dispatcher.update.outer_middleware(in_flight)
     dispatcher.update.outer_middleware(UpdateLog())
@@ -172,7 +176,7 @@ def create_app(
         settings=settings, shop=shop, engine=engine, session_factory=session_factory,
         texts=texts, bot=bot, dispatcher=dispatcher, http=http, scheduler=scheduler,
         in_flight=in_flight, sender=sender, notifier=notifier, outbox_signal=outbox_signal,
-        roles=roles, webhook=webhook, coordination=coordination,
+        roles=roles, webhook=webhook, coordination=coordination, campaign_writer=campaign_writer,
         running_jobs=RunningJobs(scheduler),
     )
 
@@ -290,6 +294,7 @@ async def run(app: App) -> None:
     if app.webhook is not None:
         await app.webhook.drain(SHUTDOWN_GRACE_SECONDS)
     await app.in_flight.wait(SHUTDOWN_GRACE_SECONDS)
+    await app.campaign_writer.wait(SHUTDOWN_GRACE_SECONDS)  # cut short: resumed at next start
     server.should_exit = True
     await asyncio.gather(serving, return_exceptions=True)
     app.sender.signal.wake()

@@ -58,7 +58,7 @@ from domain.models import (
     Push,
 )
 from domain.shop import Shop
-from domain.sql import insert_unless_exists, table_of
+from domain.sql import insert_unless_exists, table_of, within_days
 from domain.transaction import read_transaction, write_transaction
 
 DRAFT, PLANNED, WRITING, RUNNING = "draft", "planned", "writing", "running"
@@ -234,6 +234,15 @@ async def reach(session: AsyncSession, shop: Shop, audience: Audience) -> Reach:
     ).one()
     await session.commit()
     return Reach(int(row[0]), int(row[1]))
+
+
+async def audience_languages(session: AsyncSession, shop: Shop, audience: Audience) -> set[str]:
+    """The languages of the members the audience reaches (a preview is shown in each)."""
+    async with read_transaction(session):
+        found = await session.scalars(
+            select(Member.language).where(*audience_conditions(shop, audience)).distinct()
+        )
+        return {str(language) for language in found}
 
 
 # ---- A/B: the variant of a member, reproducible ---------------------------------------------
@@ -752,15 +761,17 @@ async def report(session: AsyncSession, shop: Shop, campaign_id: int) -> Campaig
                 .group_by(CallbackOutcome.outcome)
             )
         }
+        # Each recipient's own window: from their delivery (a campaign sent over hours or
+        # held by quiet hours reaches members on different days) to 14 days after it.
         revenue = int(
             await session.scalar(
-                select(func.coalesce(func.sum(Order.paid), 0)).where(
-                    Order.member_id.in_(
-                        select(CampaignDelivery.member_id).where(
-                            CampaignDelivery.campaign_id == campaign_id
-                        )
+                select(func.coalesce(func.sum(Order.paid), 0))
+                .join(CampaignDelivery, CampaignDelivery.member_id == Order.member_id)
+                .where(
+                    CampaignDelivery.campaign_id == campaign_id,
+                    within_days(
+                        session, Order.occurred_at, CampaignDelivery.delivered_at, REVENUE_DAYS
                     ),
-                    Order.occurred_at >= campaign.started_at, Order.occurred_at < end,
                 )
             )
             or 0

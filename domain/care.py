@@ -26,6 +26,7 @@ from domain.members import DELETED, FROZEN, find_member
 from domain.models import AuditEntry, CallbackOutcome, LedgerEntry, Member, PointAdjustment
 from domain.points import LedgerLine, describe_entries
 from domain.shop import Shop
+from domain.sql import lock_until_commit
 from domain.tiers import TierProgress, progress
 from domain.transaction import read_transaction, write_transaction
 
@@ -40,6 +41,10 @@ LEDGER_LINES = 10
 CALLBACK_BUTTONS_FOR = 30
 MAX_ADJUSTMENT = 1_000_000
 MAX_REASON = 255
+# Advisory lock namespaces (PostgreSQL) of a staff member's day: their adjustments and their
+# grants each wait for the one before, so two at the same moment cannot both pass the limit.
+STAFF_ADJUST_LOCK = 1
+STAFF_GRANT_LOCK = 2
 
 
 class ReasonRequired(DomainError):
@@ -220,6 +225,8 @@ async def adjust_points(
     check_staff_amount(shop, actor, amount)
     ledger_key = f"adjust:{key}"
     async with write_transaction(session):
+        if not actor.is_admin:  # the day's sum is read and added to by one of them at a time
+            await lock_until_commit(session, STAFF_ADJUST_LOCK, actor.telegram_id)
         member = await session.scalar(
             select(Member).where(Member.id == member_id, Member.status != DELETED)
             .with_for_update(key_share=True).execution_options(populate_existing=True)
@@ -298,6 +305,8 @@ async def grant_coupon(
     the member's push. A staff member is held to ``care.staff_coupon_grants_per_day``
     (OverStaffLimit); an unknown or paused template is refused (UnknownTemplate)."""
     async with write_transaction(session):
+        if not actor.is_admin:  # the day's count is read and added to by one at a time
+            await lock_until_commit(session, STAFF_GRANT_LOCK, actor.telegram_id)
         template = await coupon_template(session, shop, template_key)
         if template is None:
             raise UnknownTemplate(key=template_key)

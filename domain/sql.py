@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
@@ -26,3 +27,34 @@ def insert_unless_exists(session: AsyncSession, model: Any, *conflict_columns: s
 def table_of(model: type[Any]) -> Table:
     """A mapped class's table, for Core statements that skip the ORM's unit of work."""
     return cast(Table, model.__table__)
+
+
+def within_days(
+    session: AsyncSession, instant: Any, start: Any, days: int
+) -> ColumnElement[bool]:
+    """``start <= instant < start + days``, both columns (UTC timestamps): PostgreSQL adds an
+    interval, SQLite compares Julian days (its timestamps are text)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        end = start + literal(timedelta(days=days))
+        return cast(ColumnElement[bool], (instant >= start) & (instant < end))
+    if dialect != "sqlite":
+        raise NotImplementedError(f"no day arithmetic for {dialect}")
+    return cast(
+        ColumnElement[bool],
+        (instant >= start) & (func.julianday(instant) < func.julianday(start) + days),
+    )
+
+
+_LOCK_KEY_BITS = 53  # Telegram ids stay below 2^53; the namespace sits above them
+
+
+async def lock_until_commit(session: AsyncSession, namespace: int, key: int) -> None:
+    """Serialise the transactions that take the same ``(namespace, key)`` until each ends:
+    PostgreSQL's ``pg_advisory_xact_lock`` (one 64-bit key; the workers' role locks use the
+    two-key space, which never meets it). SQLite needs nothing: its write transactions begin
+    IMMEDIATE, one at a time."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    lock = (namespace << _LOCK_KEY_BITS) | (key % (1 << _LOCK_KEY_BITS))
+    await session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": lock})

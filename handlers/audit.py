@@ -20,7 +20,7 @@ from domain.shop import Shop
 from handlers.callbacks import AuditPage
 from handlers.editing import edit_in_place
 from handlers.staff import IsStaff
-from handlers.stats import IsAdmin
+from handlers.stats import IsAdmin, only_admins, only_admins_press
 from handlers.texts import LOCALES, Texts
 
 PAGE = 10
@@ -134,14 +134,6 @@ async def page(
         max(callback_data.older_than, 0),
     )
     await edit_in_place(query, text=text, markup=markup)
-
-
-async def only_admins(message: Message, texts: Texts, lang: str) -> None:
-    await message.answer(texts.render(lang, "stats/only_admins"))
-
-
-async def only_admins_press(query: CallbackQuery, texts: Texts, lang: str) -> None:
-    await query.answer(texts.render(lang, "stats/only_admins"), show_alert=True)
 
 
 def build_router() -> Router:

@@ -26,10 +26,11 @@ from domain.shop import Shop
 from handlers.callbacks import CampaignAction, CampaignEdit, CampaignStep
 from handlers.campaign_push import compose
 from handlers.campaign_reports import list_campaigns, show_report
+from handlers.campaign_writer import CampaignWriter
 from handlers.editing import edit_in_place
 from handlers.outbox_signal import OutboxSignal
 from handlers.staff import IsStaff
-from handlers.stats import IsAdmin
+from handlers.stats import IsAdmin, only_admins, only_admins_press
 from handlers.texts import LANGUAGES, Texts
 
 STAGES = (NEW, ACTIVE, DORMANT, CHURNED)
@@ -555,19 +556,23 @@ async def _preview(
     me = await bot.me()
     admin = query.from_user.id
     tiers = [t.key for t in shop.program.tiers]
+    languages = await _preview_languages(session, shop, spec, lang)
     for name in ("A", "B") if spec.split else ("A",):
         offers = spec.variant(name).offers
         shown = [t for t in tiers if t in offers] or [tiers[0]]
         if ALL in offers:
             shown = [tiers[0]]
-        for tier in shown:
+        for tier, member_lang in ((t, code) for t in shown for code in languages):
+            # Labelled in the admin's language; the message itself in the members'.
             await bot.send_message(admin, texts.render(
                 lang, "campaign/preview_head", variant=name if spec.split else "",
                 tier=shop.program.tier(tier).name.get(lang),
                 per_tier=ALL not in offers and bool(offers),
+                language=texts.label(lang, f"campaign_language_{member_lang}")
+                if languages != [lang] else "",
             ))
-            push = compose(texts, shop, spec, campaign_id=draft.draft_id, variant=name, lang=lang,
-                           tier=tier, bot_username=me.username or "")
+            push = compose(texts, shop, spec, campaign_id=draft.draft_id, variant=name,
+                           lang=member_lang, tier=tier, bot_username=me.username or "")
             if push.photo is not None:
                 await bot.send_photo(
                     admin, push.photo, caption=push.text, reply_markup=push.markup
@@ -589,11 +594,22 @@ async def _preview(
     )
 
 
+async def _preview_languages(
+    session: AsyncSession, shop: Shop, spec: CampaignSpec, admin_lang: str
+) -> list[str]:
+    """The languages members will read the campaign in: those of the audience's members (or
+    of its language filter, or the admin's own while it reaches nobody)."""
+    found = await campaigns.audience_languages(session, shop, spec.audience)
+    wanted = found or set(spec.audience.languages) or {admin_lang}
+    return [code for code in LANGUAGES if code in wanted]
+
+
 async def act(
     query: CallbackQuery, callback_data: CampaignAction, state: FSMContext,
-    session: AsyncSession, shop: Shop, texts: Texts, lang: str, outbox_signal: OutboxSignal,
+    session: AsyncSession, shop: Shop, texts: Texts, lang: str, campaign_writer: CampaignWriter,
 ) -> None:
-    """Confirm, cancel, stop or show one campaign (every admin action audited)."""
+    """Confirm, cancel, stop or show one campaign (every admin action audited). A campaign
+    confirmed for now is written in the background: the press is answered at once."""
     actor = Actor(query.from_user.id, "admin")
     campaign_id = callback_data.campaign_id
     action = callback_data.action
@@ -606,8 +622,8 @@ async def act(
             lang, "campaign/confirmed", id=campaign_id,
             start_at=_local(shop, start) if start > shop.now() else None,
         ))
-        if await campaigns.start_due(session, shop):
-            outbox_signal.wake()
+        if start <= shop.now():
+            campaign_writer.start()
         return
     if action == "cancel":
         await campaigns.cancel(session, shop, actor, campaign_id)
@@ -618,14 +634,6 @@ async def act(
 
 async def _not_a_command(message: Message) -> bool:
     return not (message.text or "").startswith("/")
-
-
-async def only_admins(message: Message, texts: Texts, lang: str) -> None:
-    await message.answer(texts.render(lang, "stats/only_admins"))
-
-
-async def only_admins_press(query: CallbackQuery, texts: Texts, lang: str) -> None:
-    await query.answer(texts.render(lang, "stats/only_admins"), show_alert=True)
 
 
 def build_router() -> Router:

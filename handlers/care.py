@@ -27,7 +27,7 @@ from handlers.callbacks import (
 from handlers.editing import edit_in_place
 from handlers.filters import Matches
 from handlers.outbox_signal import OutboxSignal
-from handlers.staff import IsStaff, actor_of
+from handlers.staff import IsStaff, actor_of, not_staff
 from handlers.texts import Texts
 
 
@@ -274,10 +274,6 @@ async def outcome(
 
 async def not_staff_press(query: CallbackQuery, texts: Texts, lang: str) -> None:
     await query.answer(texts.render(lang, "staff/only"), show_alert=True)
-
-
-async def not_staff(message: Message, texts: Texts, lang: str) -> None:
-    await message.answer(texts.render(lang, "staff/only"))
 
 
 def build_router() -> Router:

@@ -21,7 +21,7 @@ from handlers.callbacks import CatalogAction
 from handlers.editing import edit_in_place
 from handlers.filters import Matches
 from handlers.staff import IsStaff, actor_of
-from handlers.stats import IsAdmin
+from handlers.stats import IsAdmin, only_admins, only_admins_press
 from handlers.texts import Texts
 
 MONEY_FIELDS = ("value", "min_spend")
@@ -366,14 +366,6 @@ async def _create(
     return await _item_screen(
         session, shop, texts, lang, item.reward.key, notice=texts.render(lang, "catalog/added")
     )
-
-
-async def only_admins(message: Message, texts: Texts, lang: str) -> None:
-    await message.answer(texts.render(lang, "stats/only_admins"))
-
-
-async def only_admins_press(query: CallbackQuery, texts: Texts, lang: str) -> None:
-    await query.answer(texts.render(lang, "stats/only_admins"), show_alert=True)
 
 
 def build_router() -> Router:

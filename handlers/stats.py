@@ -45,6 +45,17 @@ class IsAdmin(Filter):
         return user is not None and user.id in admin_ids
 
 
+async def only_admins(message: Message, texts: Texts, lang: str) -> None:
+    """What anyone but an admin gets for an admin's command (staff commands make nobody a
+    member: routers register this after the admin's handler)."""
+    await message.answer(texts.render(lang, "stats/only_admins"))
+
+
+async def only_admins_press(query: CallbackQuery, texts: Texts, lang: str) -> None:
+    """What anyone but an admin gets for a press on an admin's button, whatever it carries."""
+    await query.answer(texts.render(lang, "stats/only_admins"), show_alert=True)
+
+
 def period_for(key: str, today: date) -> Period:
     if key == "last":
         return Period.month_of(today, back=1)
@@ -278,14 +289,6 @@ async def export(
         BufferedInputFile(content, filename=f"{name}-{period.first:%Y-%m}.csv"),
         caption=texts.render(lang, "stats/export_caption", what=what, period=period, rows=rows),
     )
-
-
-async def only_admins(message: Message, texts: Texts, lang: str) -> None:
-    await message.answer(texts.render(lang, "stats/only_admins"))
-
-
-async def only_admins_press(query: CallbackQuery, texts: Texts, lang: str) -> None:
-    await query.answer(texts.render(lang, "stats/only_admins"), show_alert=True)
 
 
 def build_router() -> Router:

@@ -27,11 +27,14 @@ from domain.models import (
     Campaign,
     CampaignDelivery,
     Coupon,
+    LedgerEntry,
     Member,
     NpsAnswer,
+    Order,
     Push,
 )
 from domain.program import Program
+from domain.transaction import write_transaction
 from handlers.callbacks import CampaignAction, CampaignEdit, CampaignStep, NpsScore
 from tests.conftest import ADMIN_ID, STAFF_ID, Conversation
 from tests.fake_telegram import FakeTelegram, callback_update, message_update
@@ -139,6 +142,20 @@ async def _draft_id(session: AsyncSession) -> int:
     return int(found)
 
 
+async def _start_simple(chat: Conversation, text: str) -> None:
+    """/campaign with one text for everyone."""
+    await _type(chat, ADMIN_ID, "/campaign")
+    await _press(chat, ADMIN_ID, CampaignStep(step="message").pack())
+    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="text_*").pack())
+    await _type(chat, ADMIN_ID, text)
+
+
+async def _simple_campaign(chat: Conversation, session: AsyncSession, text: str = "Hello") -> int:
+    """One text for everyone, previewed: the draft's id (the confirm is pressed next)."""
+    await _start_simple(chat, text)
+    await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
+    return await _draft_id(session)
+
 async def test_admin_builds_previews_confirms_and_each_member_gets_one_message(
     app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
     clock: FixedClock,
@@ -168,6 +185,7 @@ async def test_admin_builds_previews_confirms_and_each_member_gets_one_message(
     confirm = CampaignAction(action="confirm", campaign_id=campaign_id).pack()
     await _press(chat, ADMIN_ID, confirm)
     assert f"Campaign No. {campaign_id} is confirmed" in _last_text(fake_telegram, ADMIN_ID)
+    await app.campaign_writer.wait()
 
     since = len(fake_telegram.calls)
     await app.sender.deliver_pending()
@@ -274,12 +292,7 @@ async def test_two_admins_confirming_at_once_send_it_once(
 ) -> None:
     await _people(chat, session)
     await app.sender.deliver_pending()
-    await _type(chat, ADMIN_ID, "/campaign")
-    await _press(chat, ADMIN_ID, CampaignStep(step="message").pack())
-    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="text_*").pack())
-    await _type(chat, ADMIN_ID, "Hello everyone")
-    await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
-    campaign_id = await _draft_id(session)
+    campaign_id = await _simple_campaign(chat, session, "Hello everyone")
     confirm = CampaignAction(action="confirm", campaign_id=campaign_id).pack()
     # The second admin got the confirm button too (say, forwarded): both press at once.
     await asyncio.gather(
@@ -290,6 +303,7 @@ async def test_two_admins_confirming_at_once_send_it_once(
         chat.send(fake_telegram.press(ADMIN_ID, confirm)),
         chat.send(fake_telegram.press(SECOND_ADMIN, confirm)),
     )
+    await app.campaign_writer.wait()
     since = len(fake_telegram.calls)
     await app.sender.deliver_pending()
     for user in PEOPLE:
@@ -418,6 +432,7 @@ async def test_nps_survey_one_answer_per_member_with_a_comment_and_stop(
     await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
     campaign_id = await _draft_id(session)
     await _press(chat, ADMIN_ID, CampaignAction(action="confirm", campaign_id=campaign_id).pack())
+    await app.campaign_writer.wait()
     await app.sender.deliver_pending()
     ann, bob = 7001, 7002
     assert "How likely are you to recommend us" in _last_text(fake_telegram, ann)
@@ -489,3 +504,246 @@ async def test_a_scheduled_campaign_can_be_cancelled_and_a_running_one_stopped(
     assert statuses == {"skipped": len(PEOPLE)}
     actions = (await session.scalars(select(AuditEntry.action).order_by(AuditEntry.id))).all()
     assert actions.count("campaign.cancel") == 1 and actions.count("campaign.stop") == 1
+
+
+async def test_the_confirm_is_answered_at_once_and_the_pushes_are_written_behind_it(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writing a million outbox rows takes seconds: the admin's press does not wait for it."""
+    await _people(chat, session)
+    await app.sender.deliver_pending()
+    campaign_id = await _simple_campaign(chat, session)
+    writing = asyncio.Event()
+    release = asyncio.Event()
+    real_write = campaigns.write_pushes
+
+    async def slow_write(own: AsyncSession, shop: Any, wanted: int) -> bool:
+        writing.set()
+        await release.wait()  # as long as a million members take
+        return await real_write(own, shop, wanted)
+
+    monkeypatch.setattr(campaigns, "write_pushes", slow_write)
+    confirm = CampaignAction(action="confirm", campaign_id=campaign_id).pack()
+    await asyncio.wait_for(_press(chat, ADMIN_ID, confirm), timeout=5)
+    answer = _last_text(fake_telegram, ADMIN_ID)
+    assert f"Campaign No. {campaign_id} is confirmed" in answer
+    assert "being written and go out in a moment" in answer
+    await asyncio.wait_for(writing.wait(), timeout=5)
+    # Meanwhile the admin's chat is answered (the writing holds no update) and nothing is sent.
+    await _type(chat, ADMIN_ID, "/campaigns")
+    assert f"No. {campaign_id}" in _last_text(fake_telegram, ADMIN_ID)
+    since = len(fake_telegram.calls)
+    await app.sender.deliver_pending()
+    assert not any(_texts_to(fake_telegram, user, since) for user in PEOPLE)
+
+    release.set()
+    await app.campaign_writer.wait()
+    await app.sender.deliver_pending()
+    for user, (_, _, marketing) in PEOPLE.items():
+        assert len(_texts_to(fake_telegram, user, since)) == (1 if marketing else 0), user
+    state = await session.scalar(select(Campaign.state).where(Campaign.id == campaign_id))
+    assert state == "running"
+
+
+async def test_a_background_write_cut_short_is_resumed_at_the_next_start_once_per_member(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+    clock: FixedClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _people(chat, session)
+    await app.sender.deliver_pending()
+    campaign_id = await _simple_campaign(chat, session)
+    monkeypatch.setattr(campaigns, "WRITE_BATCH", 3)  # several ranges: stopped between two
+    written_ranges = 0
+    real_range = campaigns._write_range
+    never = asyncio.Event()
+
+    async def range_then_hang(*args: Any) -> int:
+        nonlocal written_ranges
+        if written_ranges == 1:
+            await never.wait()  # shutdown comes while the second range is being written
+        written_ranges += 1
+        return await real_range(*args)
+
+    monkeypatch.setattr(campaigns, "_write_range", range_then_hang)
+    await _press(chat, ADMIN_ID, CampaignAction(action="confirm", campaign_id=campaign_id).pack())
+    for _ in range(100):
+        if written_ranges == 1:
+            break
+        await asyncio.sleep(0.01)
+    await app.campaign_writer.wait(0.2)  # the shutdown's grace ends: the write is cut short
+    assert await session.scalar(
+        select(Campaign.state).where(Campaign.id == campaign_id)
+    ) == "writing"
+    await session.rollback()
+    monkeypatch.setattr(campaigns, "_write_range", real_range)
+
+    again = create_app(app.settings, clock=clock, program=app.shop.program)
+    try:
+        assert await start_campaigns(
+            again.session_factory, again.shop, again.sender.signal, resume=True
+        ) == [campaign_id]
+    finally:
+        await again.close()
+    since = len(fake_telegram.calls)
+    await app.sender.deliver_pending()
+    for user, (_, _, marketing) in PEOPLE.items():
+        assert len(_texts_to(fake_telegram, user, since)) == (1 if marketing else 0), user
+    written = await session.scalar(
+        select(func.count()).select_from(Push).where(Push.campaign_id == campaign_id)
+    )
+    assert written == len(PEOPLE)
+
+
+async def test_revenue_counts_each_recipients_own_fourteen_days_from_their_delivery(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+    clock: FixedClock,
+) -> None:
+    """Ann gets the message on the first day, Bob (held back, say by quiet hours or the rate)
+    ten days later: each one's orders count from their own delivery to 14 days after it."""
+    people = await _people(chat, session)
+    admin = campaigns.Actor(ADMIN_ID, "admin")
+    spec = campaigns.CampaignSpec(variants=[campaigns.Variant(texts={"*": "Hi"})])
+    campaign_id = await campaigns.save_draft(session, app.shop, admin, spec)
+    await campaigns.confirm(session, app.shop, admin, campaign_id)
+    assert await campaigns.start_due(session, app.shop) == [campaign_id]
+    ann, bob = people[7001], people[7002]
+    start = clock.now()
+
+    async def deliver(member: Member) -> None:
+        async with write_transaction(session):
+            await campaigns.delivered(session, app.shop, campaign_id, member.id, "member", "A")
+
+    def order(member: Member, day: float, paid: int) -> Order:
+        at = start + timedelta(days=day)
+        return Order(
+            order_id=f"o-{member.id}-{day}", request_hash="x", member_id=member.id, amount=paid,
+            paid=paid, occurred_at=at, created_at=at,
+        )
+
+    await deliver(ann)
+    clock.advance(days=10)
+    await deliver(bob)
+    session.add_all([
+        order(ann, 13.9, 1_000),  # within Ann's 14 days
+        order(ann, 14.1, 2_000),  # past them
+        order(bob, 5, 4_000),  # before Bob got the message
+        order(bob, 23.9, 8_000),  # within Bob's 14 days, past the campaign's first 14
+        order(bob, 24.1, 16_000),  # past Bob's
+    ])
+    await session.commit()
+    figures = await campaigns.report(session, app.shop, campaign_id)
+    assert figures.revenue == 9_000
+    await _type(chat, ADMIN_ID, "/campaigns")
+    assert "within 14 days of their message: CN¥90.00" in _last_text(fake_telegram, ADMIN_ID)
+
+
+async def test_a_campaign_with_a_photo_goes_out_as_a_photo_with_its_caption_and_button(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+) -> None:
+    await _people(chat, session)
+    await app.sender.deliver_pending()
+    await _start_simple(chat, "Our spring window")
+    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="photo").pack())
+    photo = message_update(ADMIN_ID, "")
+    photo["message"]["photo"] = [
+        {"file_id": "spring-small", "file_unique_id": "s1", "width": 90, "height": 90},
+        {"file_id": "spring-large", "file_unique_id": "s2", "width": 1280, "height": 960},
+    ]
+    await chat.send(photo)
+    for _ in range(2):  # no button → rewards → coupons
+        await _press(chat, ADMIN_ID, CampaignEdit(field="cta").pack())
+    await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
+    campaign_id = await _draft_id(session)
+    await _press(chat, ADMIN_ID, CampaignAction(action="confirm", campaign_id=campaign_id).pack())
+    await app.campaign_writer.wait()
+    since = len(fake_telegram.calls)
+    await app.sender.deliver_pending()
+    for user, (_, _, marketing) in PEOPLE.items():
+        to_member = [
+            c for c in fake_telegram.calls[since:] if str(c.params.get("chat_id")) == str(user)
+        ]
+        if not marketing:
+            assert to_member == []
+            continue
+        assert [c.method for c in to_member] == ["sendPhoto"], user
+        sent = to_member[0].params
+        assert sent["photo"] == "spring-large"  # the largest size the admin sent
+        assert "Our spring window" in str(sent["caption"])
+        button = sent["reply_markup"]["inline_keyboard"][0][0]
+        assert button["url"].endswith("?start=go_coupons")
+        assert button["text"] and "go_" not in button["text"]
+
+
+@pytest.mark.parametrize(
+    ("link", "screen"),
+    [("go_rewards", "Rewards mall"), ("go_coupons", "Your coupons"),
+     ("go_checkin", "Checked in for today!")],
+)
+async def test_a_campaigns_button_opens_its_screen_for_a_member_and_registers_a_newcomer(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+    link: str, screen: str,
+) -> None:
+    member = 7001
+    await chat.send(message_update(member, "/start", first_name="Ann"))
+    await chat.send(message_update(member, f"/start {link}"))
+    opened = _last_text(fake_telegram, member)
+    assert screen in opened and "Welcome" not in opened
+    if link == "go_checkin":
+        checked = await session.scalar(
+            select(func.count()).select_from(LedgerEntry).join(
+                Member, Member.id == LedgerEntry.member_id
+            ).where(Member.telegram_id == member, LedgerEntry.kind == "checkin")
+        )
+        await session.rollback()
+        assert checked == 1
+
+    newcomer = 7100
+    await chat.send(message_update(newcomer, f"/start {link}", first_name="Neil"))
+    welcomed = _last_text(fake_telegram, newcomer)
+    assert "Welcome to the club, <b>Neil</b>!" in welcomed and screen not in welcomed
+    joined = await session.scalar(select(Member).where(Member.telegram_id == newcomer))
+    assert joined is not None
+
+
+async def test_the_preview_is_sent_in_each_language_of_the_audience_labelled_for_the_admin(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram,
+) -> None:
+    await _people(chat, session)  # English and Chinese members
+    for admin_lang in ("en", "zh"):
+        async def send(text: str = "", data: str = "") -> None:
+            if data:
+                await chat.send(fake_telegram.press(ADMIN_ID, data, language_code=admin_lang))
+            else:
+                await chat.send(message_update(ADMIN_ID, text, language_code=admin_lang))
+
+        await send("/campaign")
+        await send(data=CampaignStep(step="message").pack())
+        for code, words in (("en", "Spring is here"), ("zh", "春天来了")):
+            await send(data=CampaignEdit(field="ask", value=f"text_{code}").pack())
+            await send(words)
+        since = len(fake_telegram.calls)
+        await send(data=CampaignStep(step="preview").pack())
+        shown = _texts_to(fake_telegram, ADMIN_ID, since)
+        if admin_lang == "en":
+            assert shown[0].startswith("👀 Preview in English") and "Spring is here" in shown[1]
+            assert shown[2].startswith("👀 Preview in Chinese") and "春天来了" in shown[3]
+            assert "Spring" not in shown[3] and "bonus" not in shown[3]
+        else:
+            assert shown[0].startswith("👀 预览（英文）") and "Spring is here" in shown[1]
+            assert shown[2].startswith("👀 预览（中文）") and "春天来了" in shown[3]
+        assert len(shown) == 5  # then the confirm question, in the admin's language
+        assert ("That is what members will get." in shown[4]) == (admin_lang == "en")
+
+    # An audience of Chinese members only: one preview, in Chinese, even for an English admin.
+    await _type(chat, ADMIN_ID, "/campaign")
+    await _press(chat, ADMIN_ID, CampaignStep(step="audience").pack())
+    await _press(chat, ADMIN_ID, CampaignEdit(field="language", value="zh").pack())
+    await _press(chat, ADMIN_ID, CampaignStep(step="message").pack())
+    await _press(chat, ADMIN_ID, CampaignEdit(field="ask", value="text_*").pack())
+    await _type(chat, ADMIN_ID, "只此一份")
+    since = len(fake_telegram.calls)
+    await _press(chat, ADMIN_ID, CampaignStep(step="preview").pack())
+    shown = _texts_to(fake_telegram, ADMIN_ID, since)
+    assert len(shown) == 3 and shown[0].startswith("👀 Preview in Chinese")
+    assert "只此一份" in shown[1]

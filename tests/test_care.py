@@ -5,6 +5,7 @@ action, and nothing of it reachable by a member, even with crafted callback data
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -387,3 +388,76 @@ async def test_audit_is_for_admins_paged_and_in_their_language(
     # a non-member admin reads in their Telegram language
     assert "调整积分" in _last_to(chat, ADMIN_ID).params["text"]
     assert "店员" in _last_to(chat, ADMIN_ID).params["text"]
+
+
+async def test_two_staff_adjustments_at_once_cannot_both_pass_the_days_limit(
+    chat: Conversation, session: AsyncSession, shop: Shop, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same staff member on two members at the same moment (two tills, two workers on
+    PostgreSQL): the day's sum is read under the staff's lock, so exactly one passes."""
+    first = await _join(chat, session)
+    second = await _join(chat, session, OTHER, username="other")
+    third = await _join(chat, session, 5153, username="third")
+    rules = shop.program.care
+    room = rules.staff_adjust_max_points
+    done = 0
+    while done < rules.staff_adjust_daily_points - 200:  # 200 left today
+        amount = min(room, rules.staff_adjust_daily_points - 200 - done)
+        await care.adjust_points(session, shop, STAFF, first.id, amount, "earlier",
+                                 key=f"earlier-{done}")
+        done += amount
+    real = care.adjusted_today
+
+    async def slow_sum(*args: Any) -> int:
+        total = await real(*args)
+        await asyncio.sleep(0.3)  # both read the day's sum before either writes
+        return total
+
+    monkeypatch.setattr(care, "adjusted_today", slow_sum)
+
+    async def adjust(member_id: int, key: str) -> bool:
+        async with chat.app.session_factory() as own:
+            try:
+                await care.adjust_points(own, shop, STAFF, member_id, 200, "at once", key=key)
+            except care.OverStaffLimit:
+                return False
+            return True
+
+    results = await asyncio.gather(adjust(second.id, "a"), adjust(third.id, "b"))
+    assert sorted(results) == [False, True]
+    balances = [await _balance(session, m.id) for m in (second, third)]
+    assert sorted(balances) == [100, 300]
+    assert await care.adjusted_today(session, shop, STAFF) == rules.staff_adjust_daily_points
+
+
+async def test_two_staff_grants_at_once_cannot_both_pass_the_days_limit(
+    chat: Conversation, session: AsyncSession, shop: Shop, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = await _join(chat, session)
+    second = await _join(chat, session, OTHER, username="other")
+    third = await _join(chat, session, 5153, username="third")
+    limit = shop.program.care.staff_coupon_grants_per_day
+    for _ in range(limit - 1):
+        await care.grant_coupon(session, shop, STAFF, first.id, "dormant_wakeup")
+    real = care.granted_today
+
+    async def slow_count(*args: Any) -> int:
+        count = await real(*args)
+        await asyncio.sleep(0.3)
+        return count
+
+    monkeypatch.setattr(care, "granted_today", slow_count)
+
+    async def grant(member_id: int) -> bool:
+        async with chat.app.session_factory() as own:
+            try:
+                await care.grant_coupon(own, shop, STAFF, member_id, "dormant_wakeup")
+            except care.OverStaffLimit:
+                return False
+            return True
+
+    assert sorted(await asyncio.gather(grant(second.id), grant(third.id))) == [False, True]
+    await session.rollback()
+    granted = await session.scalar(select(func.count(Coupon.id)).where(
+        Coupon.source == "grant:dormant_wakeup"))
+    assert granted == limit

@@ -349,6 +349,52 @@ async def test_the_rotating_card_code_works_at_the_till_for_a_minute(
         await app.close()
 
 
+async def test_the_rotating_card_code_reports_a_behaviour_at_the_till(
+    settings: Settings, clock: FixedClock, program: Program, fake_telegram: FakeTelegram,
+    session: AsyncSession,
+) -> None:
+    """/api/v1/members/{code}/events takes the card's code like lookup and orders do; a retry
+    of the same event after the code ran out is the stored answer, a new event is refused."""
+    app = await start_app(settings, clock, program, fake_telegram, webapp_rotating_code=True)
+    try:
+        member = await join(Conversation(app, fake_telegram), session, ANN)
+        transport = httpx.ASGITransport(app=app.http)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            issued = await client.get(
+                "/app/api/card/code", headers=tma(sign_init_data(ANN, clock.now()))
+            )
+            code = issued.json()["code"]
+            till = {"Authorization": f"Bearer {POS_TOKEN}"}
+            review = {"event_id": "rv-1", "kind": "review"}
+            done = await client.post(f"/api/v1/members/{code}/events", json=review, headers=till)
+            assert done.status_code == 201, done.text
+            receipt = done.json()
+            assert receipt["member_code"] == member.code
+            assert receipt["points_earned"] == program.points.review > 0
+            forged = code[:-1] + ("0" if code[-1] != "0" else "1")
+            refused = await client.post(
+                f"/api/v1/members/{forged}/events", json={"event_id": "rv-2", "kind": "share"},
+                headers=till,
+            )
+            assert refused.status_code == 409 and refused.json()["error"] == "card_code_refused"
+            clock.advance(seconds=61)
+            retry = await client.post(f"/api/v1/members/{code}/events", json=review, headers=till)
+            assert retry.status_code == 201 and retry.json() == receipt
+            assert retry.headers.get("Idempotent-Replayed") == "true"
+            late = await client.post(
+                f"/api/v1/members/{code}/events", json={"event_id": "rv-3", "kind": "share"},
+                headers=till,
+            )
+            assert late.status_code == 409 and late.json()["error"] == "card_code_refused"
+        await session.rollback()
+        balance = await session.scalar(
+            select(Member.points_balance).where(Member.telegram_id == ANN)
+        )
+        assert balance == program.points.signup + program.points.review  # one review, once
+    finally:
+        await app.close()
+
+
 async def test_with_webapp_url_the_chat_offers_the_member_center(
     webapp_app: App, webapp_chat: Conversation, fake_telegram: FakeTelegram,
     session: AsyncSession,

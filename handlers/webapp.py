@@ -15,7 +15,6 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import date
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlencode
 
@@ -26,7 +25,7 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from jinja2 import TemplateNotFound
 from markupsafe import Markup
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain import card_code, checkin, coupons, members, plus, points, referrals, rewards
@@ -269,13 +268,6 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _iso_text(value: object) -> object:
-    """A date as the schema says it: ISO text, never a number Python would read as one."""
-    if not isinstance(value, str):
-        raise ValueError("must be a date such as 1990-05-20")
-    return value
-
-
 class RedeemIn(_Body):
     token: str = Field(
         pattern=r"^[0-9a-f]{16}(\.[0-9]{1,9})?$",
@@ -285,12 +277,16 @@ class RedeemIn(_Body):
 
 class BirthdayIn(_Body):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"birthday": "1990-05-20"}]},
+        extra="forbid",
+        json_schema_extra={"examples": [{"month": 5, "day": 20}, {"month": 5, "day": 20,
+                                                                   "year": 1990}]},
     )
 
-    birthday: Annotated[date, BeforeValidator(_iso_text)] = Field(
-        description="a real date from 1900-01-01 to today (others are refused, 422); set once, "
-        "only staff can correct it afterwards"
+    month: StrictInt = Field(ge=1, le=12)
+    day: StrictInt = Field(ge=1, le=31, description="a day the month has (29 February too)")
+    year: StrictInt | None = Field(
+        default=None, ge=1900, le=9999,
+        description="optional, as in the chat; a birth date in the future is refused (422)",
     )
 
 
@@ -499,11 +495,11 @@ def build_router() -> APIRouter:
         body: BirthdayIn, caller: CallerDep, session: SessionDep, shop: ShopDep,
         config: ConfigDep,
     ) -> Done:
-        """The chat's rule: set once by the member (a second time is refused), the gift of a
+        """Month and day (the year if the member gives it), as the chat's picker takes them.
+        The chat's rule: set once by the member (a second time is refused), the gift of a
         birthday within 30 days waits a year."""
         member = caller.require_member()
-        day = body.birthday
-        saved = await profiles.set_birthday(session, shop, member, day.month, day.day, day.year)
+        saved = await profiles.set_birthday(session, shop, member, body.month, body.day, body.year)
         return Done(message=config.texts.render(
             caller.lang, "webapp/birthday_saved", b=saved, this_year=shop.today().year,
         ))

@@ -53,7 +53,7 @@ def _fill(path: str) -> str:
 def _bodies() -> dict[str, Any]:
     return {
         "/app/api/rewards/{key}/redemptions": {"token": "0" * 16},
-        "/app/api/profile/birthday": {"birthday": "1990-05-20"},
+        "/app/api/profile/birthday": {"month": 5, "day": 20},
         "/app/api/profile/marketing": {"on": False},
         "/app/api/profile/language": {"language": "zh"},
     }
@@ -228,11 +228,12 @@ async def test_the_birthday_is_saved_once(
     await join(webapp_chat, session, ANN, language_code="zh")
     headers = tma(sign_init_data(ANN, clock.now()))
     saved = await http.post(
-        "/app/api/profile/birthday", json={"birthday": "1990-05-20"}, headers=headers
+        "/app/api/profile/birthday", json={"month": 5, "day": 20, "year": 1990},
+        headers=headers,
     )
     assert saved.status_code == 200 and "1990年5月20日" in saved.json()["message"]
     again = await http.post(
-        "/app/api/profile/birthday", json={"birthday": "1991-06-21"}, headers=headers
+        "/app/api/profile/birthday", json={"month": 6, "day": 21}, headers=headers
     )
     assert again.status_code == 409 and again.json()["error"] == "birthday_already_set"
     assert re.search(r"[\u4e00-\u9fff]", again.json()["message"])
@@ -241,11 +242,43 @@ async def test_the_birthday_is_saved_once(
     assert member is not None
     assert (member.birthday_year, member.birthday_month, member.birthday_day) == (1990, 5, 20)
     page = (await http.get("/app/api/pages/profile", headers=headers)).text
-    assert 'type="date"' not in page and "1990年5月20日" in page
-    future = await http.post(
-        "/app/api/profile/birthday", json={"birthday": "2030-01-01"}, headers=headers
+    assert "<select" not in page and "1990年5月20日" in page
+
+
+async def test_the_birthday_picker_takes_month_and_day_as_the_chat_does(
+    webapp_app: App, webapp_chat: Conversation, session: AsyncSession,
+    http: httpx.AsyncClient, clock: FixedClock,
+) -> None:
+    """Month and day, the year only if the member gives one; no full date is demanded."""
+    await join(webapp_chat, session, ANN)
+    headers = tma(sign_init_data(ANN, clock.now()))
+    page = (await http.get("/app/api/pages/profile", headers=headers)).text
+    assert 'type="date"' not in page
+    assert 'id="birthday-month"' in page and 'id="birthday-day"' in page
+    assert re.search(r'id="birthday-month" name="month" required', page)
+    assert not re.search(r'id="birthday-year"[^>]*required', page)  # the year is optional
+    assert '<option value="2">February</option>' in page
+    for wrong in (
+        {"birthday": "1990-05-20"},  # a full date is no longer the question
+        {"month": 2, "day": 30},  # no such day
+        {"month": 13, "day": 1},
+        {"month": 5, "day": 20, "year": clock.now().year + 1},  # born in the future
+        {"month": "5", "day": 20},
+    ):
+        refused = await http.post("/app/api/profile/birthday", json=wrong, headers=headers)
+        assert refused.status_code == 422, (wrong, refused.text)
+    saved = await http.post(
+        "/app/api/profile/birthday", json={"month": 2, "day": 29}, headers=headers
     )
-    assert future.status_code in (409, 422)
+    assert saved.status_code == 200 and "29 February" in saved.json()["message"]
+    await session.rollback()
+    member = await session.scalar(select(Member).where(Member.telegram_id == ANN))
+    assert member is not None
+    assert (member.birthday_year, member.birthday_month, member.birthday_day) == (None, 2, 29)
+    again = await http.post(
+        "/app/api/profile/birthday", json={"month": 3, "day": 1}, headers=headers
+    )
+    assert again.status_code == 409 and again.json()["error"] == "birthday_already_set"
 
 
 async def test_checkin_marketing_and_language_from_the_member_center(

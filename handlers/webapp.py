@@ -25,7 +25,7 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from jinja2 import TemplateNotFound
 from markupsafe import Markup
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain import card_code, checkin, coupons, members, plus, points, referrals, rewards
@@ -36,6 +36,7 @@ from domain.members import DELETED
 from domain.models import Member
 from domain.shop import Shop
 from domain.tiers import TierProgress
+from handlers.api import _whole_number
 from handlers.media import qr_svg
 from handlers.texts import LANGUAGES, Texts
 from handlers.webapp_auth import WebAppConfig, verified_user
@@ -275,6 +276,9 @@ class RedeemIn(_Body):
     )
 
 
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]  # 5 or 5.0, never "5" or true
+
+
 class BirthdayIn(_Body):
     model_config = ConfigDict(
         extra="forbid",
@@ -282,10 +286,10 @@ class BirthdayIn(_Body):
                                                                    "year": 1990}]},
     )
 
-    month: StrictInt = Field(ge=1, le=12)
-    day: StrictInt = Field(ge=1, le=31, description="a day the month has (29 February too)")
-    year: StrictInt | None = Field(
-        default=None, ge=1900, le=9999,
+    month: WholeNumber = Field(ge=1, le=12)
+    day: WholeNumber = Field(ge=1, le=31, description="a day the month has (29 February too)")
+    year: Annotated[int, Field(ge=1900, le=9999), BeforeValidator(_whole_number)] | None = Field(
+        default=None,
         description="optional, as in the chat; a birth date in the future is refused (422)",
     )
 

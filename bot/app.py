@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from domain.program import Program, load_program
 from domain.shop import Shop
 from handlers import build_router
 from handlers.campaign_push import CampaignPushes
+from handlers.member_center import set_menu_button
 from handlers.start import staff_commands
 from handlers.texts import LANGUAGES, Texts, load_texts
 from handlers.webapp_auth import WebAppConfig
@@ -112,6 +114,8 @@ def create_app(
     coordination = coordination_engine(settings.database_url)
     outbox_signal = SharedOutboxSignal()
     webapp = _webapp_config(settings, texts)
+    if webapp is not None:
+        webapp.menu_button = functools.partial(set_menu_button, bot, texts, webapp.url)
     # Conversations (a half-built campaign) are kept in the database: they survive a restart.
     # Several workers share them through the database (an answer may reach another worker).
     storage = DatabaseStorage(session_factory, shop.clock, shared=coordination is not None)

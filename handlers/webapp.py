@@ -528,6 +528,8 @@ def build_router() -> APIRouter:
     ) -> Done:
         member = caller.require_member()
         await members.set_language(session, member, body.language)
+        if config.menu_button is not None:
+            await config.menu_button(caller.telegram_id, body.language)
         return Done(message=config.texts.render(body.language, "webapp/language_saved"))
 
     return router

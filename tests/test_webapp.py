@@ -22,6 +22,7 @@ from domain.audit import Actor
 from domain.clock import FixedClock
 from domain.models import Coupon, Member
 from domain.program import Program
+from handlers.callbacks import LanguageChoice
 from tests.conftest import ADMIN_ID, POS_TOKEN, Conversation
 from tests.fake_telegram import FakeTelegram, message_update
 from tests.webapp_support import (
@@ -443,6 +444,49 @@ async def test_with_webapp_url_the_chat_offers_the_member_center(
         opened = [b for row in rows for b in row if "web_app" in b]
         assert opened and opened[0]["web_app"]["url"] == f"{WEBAPP_URL}/{page}", command
         assert opened[0]["text"] == "📱 Open member center"
+
+
+async def test_each_members_menu_button_opens_the_member_center_in_their_language(
+    webapp_app: App, webapp_chat: Conversation, fake_telegram: FakeTelegram,
+    session: AsyncSession, http: httpx.AsyncClient, clock: FixedClock,
+) -> None:
+    def buttons_of(user: int) -> list[tuple[str, str]]:
+        return [
+            (c.params["menu_button"]["text"], c.params["menu_button"]["web_app"]["url"])
+            for c in fake_telegram.calls_of("setChatMenuButton")
+            if str(c.params.get("chat_id")) == str(user)
+        ]
+
+    await join(webapp_chat, session, ANN)
+    await join(webapp_chat, session, BOB, first_name="Bob", language_code="zh")
+    assert buttons_of(ANN) == [("Member center", WEBAPP_URL)]
+    assert buttons_of(BOB) == [("会员中心", WEBAPP_URL)]
+    # Joined by writing first (no /start): the same.
+    await webapp_chat.send(message_update(5103, "hello", language_code="zh"))
+    assert buttons_of(5103) == [("会员中心", WEBAPP_URL)]
+    # A language change in the chat, then in the member center.
+    await webapp_chat.send(fake_telegram.press(ANN, LanguageChoice(language="zh").pack()))
+    assert buttons_of(ANN)[-1] == ("会员中心", WEBAPP_URL)
+    changed = await http.post(
+        "/app/api/profile/language", json={"language": "en"},
+        headers=tma(sign_init_data(ANN, clock.now())),
+    )
+    assert changed.status_code == 200
+    assert buttons_of(ANN)[-1] == ("Member center", WEBAPP_URL)
+    # Telegram refusing it (the member blocked the bot) is no one's problem: the reply stands.
+    fake_telegram.fail_next(
+        "setChatMenuButton", 403, "Forbidden: bot was blocked by the user", times=2, chat_id=BOB,
+    )
+    fake_telegram.clear()
+    await webapp_chat.send(message_update(BOB, "/start", language_code="zh"))
+    assert fake_telegram.calls_of("setChatMenuButton")  # asked, and refused
+    welcome = [c for c in fake_telegram.calls if c.method == "sendMessage"]
+    assert welcome and str(welcome[-1].params["chat_id"]) == str(BOB)
+    changed = await http.post(
+        "/app/api/profile/language", json={"language": "en"},
+        headers=tma(sign_init_data(BOB, clock.now())),
+    )
+    assert changed.status_code == 200
 
 
 async def test_without_webapp_url_the_chat_is_as_before(

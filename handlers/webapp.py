@@ -43,7 +43,8 @@ from handlers.webapp_auth import WebAppConfig, verified_user
 
 Page = Literal["card", "points", "rewards", "coupons", "checkin", "profile", "invite"]
 ShellPage = Literal[
-    "card", "points", "rewards", "coupons", "checkin", "profile", "invite", "admin"
+    "card", "points", "rewards", "coupons", "checkin", "profile", "invite", "admin",
+    "campaigns",
 ]
 PAGES: tuple[str, ...] = get_args(Page)
 RewardKey = Annotated[

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.app import App
@@ -332,6 +332,101 @@ async def test_the_dashboard_is_for_admins_only(
     assert svg.headers["content-type"] == "image/svg+xml" and b"<svg" in svg.content[:500]
     png = await http.get("/app/api/admin/charts/points?format=png", headers=admin)
     assert png.content.startswith(b"\x89PNG")
+
+
+async def test_the_dashboard_shows_the_campaign_reports_to_admins_only(
+    webapp_app: App, webapp_chat: Conversation, session: AsyncSession,
+    http: httpx.AsyncClient, clock: FixedClock,
+) -> None:
+    """An A/B campaign (A: bonus points, B: a coupon) and an NPS survey, sent by the sender:
+    the dashboard's campaigns view counts what the database keeps, as /campaigns does."""
+    from bot.scheduler import start_campaigns
+    from domain import campaigns
+
+    people = [await join(webapp_chat, session, user) for user in (ANN, BOB, 5103, 5104)]
+    await session.execute(
+        update(Member).where(Member.telegram_id == 5104).values(marketing_opt_in=False)
+    )
+    await session.commit()
+    admin = Actor(ADMIN_ID, "admin")
+    split = campaigns.CampaignSpec(variants=[
+        campaigns.Variant(texts={"*": "Spring A"},
+                          offers={"*": campaigns.Offer(points=40)}),
+        campaigns.Variant(texts={"*": "Spring B"}, offers={"*": campaigns.Offer(
+            coupon=campaigns.CouponOffer(kind="amount_off", value=1000))}),
+    ])
+    survey = campaigns.CampaignSpec(kind="survey", variants=[campaigns.Variant()])
+    ids = []
+    for spec in (split, survey):
+        campaign_id = await campaigns.save_draft(session, webapp_app.shop, admin, spec)
+        await campaigns.confirm(session, webapp_app.shop, admin, campaign_id)
+        ids.append(campaign_id)
+    started = await start_campaigns(
+        webapp_app.session_factory, webapp_app.shop, webapp_app.sender.signal
+    )
+    assert sorted(started) == sorted(ids)
+    await webapp_app.sender.deliver_pending()
+    for member, score in zip(people[:3], (10, 9, 3), strict=True):
+        assert await campaigns.answer_nps(session, webapp_app.shop, member.id, ids[1], score)
+    expected = await campaigns.report(session, webapp_app.shop, ids[0])
+    assert expected.ab is not None
+    assert (expected.reached, expected.sent, expected.skipped) == (4, 3, 1)
+
+    member = tma(sign_init_data(ANN, clock.now()))
+    refused = await http.get("/app/api/admin/campaigns", headers=member)
+    assert refused.status_code == 403 and "Spring" not in refused.text
+    as_admin = tma(sign_init_data(ADMIN_ID, clock.now()))
+    answer = await http.get("/app/api/admin/campaigns", headers=as_admin)
+    assert answer.status_code == 200
+    html = answer.text
+    section = html[html.index(f'id="campaign-{ids[0]}"'):]
+    section = section[:section.index("</section>")]
+    figures = dict(re.findall(r'data-figure="(\w+)">([^<]*)<', section))
+    assert figures["reached"] == "4" and figures["sent"] == "3" and figures["skipped"] == "1"
+    assert figures["blocked"] == "0" and figures["failed"] == "0"
+    assert figures["points"] == f"{40 * expected.ab.a.delivered:,}"
+    assert figures["coupons"] == str(expected.ab.b.delivered)
+    assert figures["revenue"].endswith("0.00")
+    assert "<th>A</th><th>B</th>" in section and "Not enough data yet" in section
+    rows = re.findall(r"<tr><th>Sent</th><td>(\d+)</td><td>(\d+)</td></tr>", section)
+    assert rows == [(str(expected.ab.a.delivered), str(expected.ab.b.delivered))]
+    nps = html[html.index(f'id="campaign-{ids[1]}"'):]
+    nps = nps[:nps.index("</section>")]
+    # 2 promoters of 3 (67%) less 1 detractor (33%): NPS 33; the 3, 9 and 10 in their columns
+    assert 'data-figure="nps">33</b> from 3 answers: 2 promoters, 1 detractor' in nps
+    assert "<td>0</td><td>0</td><td>0</td><td>1</td>" in nps  # scores 0..3
+    assert nps.count("<td>1</td>") == 3
+
+    # An admin whose Telegram speaks Chinese (not a member: the init data's language).
+    zh_admin = tma(sign_init_data(ADMIN_ID, clock.now(), language_code="zh"))
+    zh = (await http.get("/app/api/admin/campaigns", headers=zh_admin)).text
+    assert "覆盖会员" in zh and "数据尚不足" in zh and "净推荐值" in zh
+    words = re.sub(r"<[^>]+>|“[^”]*”|/campaigns?|\bNPS\b", " ", zh)
+    assert not re.findall(r"[A-Za-z]{2,}", words)
+
+
+def test_the_ab_verdict_reads_in_both_languages(webapp_app: App) -> None:
+    from domain import campaigns
+
+    spec = campaigns.CampaignSpec(variants=[campaigns.Variant(texts={"*": "A"}),
+                                            campaigns.Variant(texts={"*": "B"})])
+    a = campaigns.VariantFigures("A", 400, 400, 40)
+    report = campaigns.CampaignReport(
+        id=7, kind="message", state="running", spec=spec, start_at=None, started_at=None,
+        reached=800, pending=0, sent=800, skipped=0, failed=0, blocked=0, coupons=800,
+        coupons_used=120, points=0, revenue=1_234_500, nps=None,
+        ab=campaigns.two_proportion_test(a, campaigns.VariantFigures("B", 400, 400, 80)),
+    )
+    assert report.ab is not None and report.ab.significant
+    words = {"en": ("larger than chance", "10%", "20%", "¥12,345.00"),
+             "zh": ("差异显著", "10%", "20%", "¥12,345.00")}
+    for lang, expected in words.items():
+        html = webapp_app.texts.render(
+            lang, "webapp/campaigns", page="campaigns", admin=True, reports=[report],
+            tz=webapp_app.shop.tz, min_sample=30, min_expected=5, days=14,
+        )
+        assert all(w in html for w in expected), (lang, html)
+        assert 'class="verdict significant"' in html
 
 
 async def test_the_mini_app_limits_bodies_and_checks_init_data_before_reading_them(

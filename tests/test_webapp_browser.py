@@ -207,6 +207,14 @@ async def test_the_admin_dashboard_in_both_languages(
         await tab.click('[data-period="12m"]')
         await tab.wait_for_selector('[data-period="12m"]:not(.secondary)')
         await _shoot(tab, f"{lang}-admin")
+        # The campaigns' reports are the dashboard's other view.
+        await tab.click('[data-view="campaigns"]')
+        await tab.wait_for_selector('[data-view="campaigns"]:not(.secondary)')
+        assert tab.url.endswith("/app/campaigns")
+        assert await tab.locator('.tabs [data-nav="admin"].on').count() == 1
+        await _shoot(tab, f"{lang}-admin-campaigns")
+        await tab.click('[data-view="figures"]')
+        await tab.wait_for_selector(".redline")
         if lang == "en":
             # The admin reads Chinese from now on (the profile's language, as in the chat).
             await _go(tab, "profile")

@@ -55,6 +55,7 @@
 
   function pageUrl(page, query) {
     if (page === "admin") return "/app/api/admin/page" + (query || "");
+    if (page === "campaigns") return "/app/api/admin/campaigns";
     return "/app/api/pages/" + page;
   }
 

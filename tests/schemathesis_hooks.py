@@ -93,10 +93,13 @@ def a_birthday_that_can_be(context: Any, body: Any) -> bool:
         return True
     month, day, year = body.get("month"), body.get("day"), body.get("year")
     numbers = [v for v in (month, day, year) if v is not None]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers):
-        return True  # not numbers at all: the API must refuse them, let them through
+    if not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
+        for v in numbers
+    ):
+        return True  # not whole numbers at all: the API must refuse them, let them through
     try:
-        born = date(year if year is not None else 2000, month, day)
+        born = date(int(year) if year is not None else 2000, int(month), int(day))
     except (ValueError, OverflowError):
         return False
     return year is None or 1900 <= born.year <= 2025

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from domain.shop import Shop
 from handlers import build_router
 from handlers.campaign_push import CampaignPushes
 from handlers.campaign_writer import CampaignWriter
+from handlers.member_center import set_menu_button
 from handlers.start import staff_commands
 from handlers.texts import LANGUAGES, Texts, load_texts
 from handlers.webapp_auth import WebAppConfig
@@ -125,6 +127,8 @@ def create_app(
     outbox_signal = SharedOutboxSignal()
     campaign_writer = CampaignWriter(session_factory, shop, outbox_signal)
     webapp = _webapp_config(settings, texts)
+    if webapp is not None:
+        webapp.menu_button = functools.partial(set_menu_button, bot, texts, webapp.url)
     # Conversations (a half-built campaign) are kept in the database: they survive a restart.
     # Several workers share them through the database (an answer may reach another worker).
     storage = DatabaseStorage(session_factory, shop.clock, shared=coordination is not None)

@@ -105,7 +105,9 @@ class CurrentMember(BaseMiddleware):
                 registration = await members.register(session, shop, telegram_profile(message))
                 member = registration.member
                 if registration.created:
-                    await greet(message, registration, shop, data["texts"])
+                    await greet(
+                        message, registration, shop, data["texts"], data.get("webapp_url")
+                    )
                     if command is None:
                         return None  # the welcome and the menu are the answer
             if member is not None and wrote and private and not member.reachable:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import outbox, points
+from domain import card_code, outbox, points
 from domain.errors import IdempotencyConflict, InvalidInput, MemberFrozen, Reason
 from domain.growth import BEHAVIOUR, add_growth
 from domain.idempotency import check_request_id, fingerprint, with_retry_on_race
@@ -36,6 +36,32 @@ class EventReceipt:
     tier_changed: bool
 
 
+async def _event_member(
+    session: AsyncSession, shop: Shop, member_query: str, event_id: str
+) -> Member:
+    """The member a till names by member code, phone or rotating card code. A till retrying an
+    event after its card code has run out is still recognised, so that it gets the stored
+    answer: the code must be genuine and name the member the event was recorded for."""
+    if not card_code.looks_like_card_code(member_query):
+        return await find_member(session, shop, member_query)
+    try:
+        return await find_member(
+            session, shop, card_code.member_code_of(shop, member_query, field="code_or_phone")
+        )
+    except card_code.CardCodeRefused:
+        named = card_code.member_code_of(
+            shop, member_query, field="code_or_phone", any_age=True
+        )
+        recorded = await session.scalar(
+            select(Member)
+            .join(BehaviourEvent, BehaviourEvent.member_id == Member.id)
+            .where(BehaviourEvent.event_id == event_id, Member.code == named)
+        )
+        if recorded is None:
+            raise
+        return recorded
+
+
 async def record_event(
     session: AsyncSession, shop: Shop, *, member_query: str, event_id: str, kind: str
 ) -> Outcome[EventReceipt]:
@@ -45,7 +71,7 @@ async def record_event(
 
     async def attempt() -> Outcome[EventReceipt]:
         async with write_transaction(session):
-            member = await find_member(session, shop, member_query)
+            member = await _event_member(session, shop, member_query, event_id)
             digest = fingerprint(shop, {"member": member.id, "kind": kind})
             existing = await session.scalar(
                 select(BehaviourEvent).where(BehaviourEvent.event_id == event_id)

@@ -163,11 +163,11 @@ async def language(query: CallbackQuery, texts: Texts, lang: str) -> None:
 
 async def language_chosen(
     query: CallbackQuery, callback_data: ProfileLanguage, session: AsyncSession, shop: Shop,
-    texts: Texts, member: Member,
+    texts: Texts, member: Member, webapp_url: str | None = None,
 ) -> None:
     """Back to the profile, now in the chosen language."""
     chosen = callback_data.language
-    await switch_language(query, session, texts, member, chosen)
+    await switch_language(query, session, texts, member, chosen, webapp_url)
     await _show_profile_in_place(query, texts, chosen, shop, member)
 
 

@@ -15,6 +15,7 @@ from domain.models import Member
 from domain.shop import Shop
 from handlers.filters import Matches
 from handlers.keyboards import main_menu
+from handlers.member_center import set_menu_button
 from handlers.staff import IsStaff
 from handlers.texts import Texts
 
@@ -30,10 +31,12 @@ def telegram_profile(message: Message) -> members.TelegramProfile:
 
 
 async def greet(
-    message: Message, registration: members.Registration, shop: Shop, texts: Texts
+    message: Message, registration: members.Registration, shop: Shop, texts: Texts,
+    webapp_url: str | None = None,
 ) -> None:
     """The welcome (a returning person's welcome back, or an existing member's greeting) and
-    the main menu: the same whether they joined with /start or by writing first."""
+    the main menu: the same whether they joined with /start or by writing first. With the
+    Mini App on, the member's menu button opens it, labelled in their language."""
     member = registration.member
     lang = member.language
     if registration.returning:
@@ -52,10 +55,13 @@ async def greet(
     else:
         text = texts.render(lang, "welcome_back", name=member.display_name, code=member.code)
     await message.answer(text, reply_markup=main_menu(texts, lang))
+    if message.bot is not None:
+        await set_menu_button(message.bot, texts, webapp_url, message.chat.id, lang)
 
 
 async def start(
-    message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts
+    message: Message, command: CommandObject, session: AsyncSession, shop: Shop, texts: Texts,
+    webapp_url: str | None = None,
 ) -> None:
     args = command.args or ""
     # ref_<referral token> from an invite link (or ref_<member code> from an old one)
@@ -63,7 +69,7 @@ async def start(
     registration = await members.register(
         session, shop, telegram_profile(message), invited_by=invited_by
     )
-    await greet(message, registration, shop, texts)
+    await greet(message, registration, shop, texts, webapp_url)
 
 
 async def join_first(query: CallbackQuery, texts: Texts, lang: str) -> None:

@@ -15,7 +15,6 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import date
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlencode
 
@@ -37,13 +36,15 @@ from domain.members import DELETED
 from domain.models import Member
 from domain.shop import Shop
 from domain.tiers import TierProgress
+from handlers.api import _whole_number
 from handlers.media import qr_svg
 from handlers.texts import LANGUAGES, Texts
 from handlers.webapp_auth import WebAppConfig, verified_user
 
 Page = Literal["card", "points", "rewards", "coupons", "checkin", "profile", "invite"]
 ShellPage = Literal[
-    "card", "points", "rewards", "coupons", "checkin", "profile", "invite", "admin"
+    "card", "points", "rewards", "coupons", "checkin", "profile", "invite", "admin",
+    "campaigns",
 ]
 PAGES: tuple[str, ...] = get_args(Page)
 RewardKey = Annotated[
@@ -269,13 +270,6 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _iso_text(value: object) -> object:
-    """A date as the schema says it: ISO text, never a number Python would read as one."""
-    if not isinstance(value, str):
-        raise ValueError("must be a date such as 1990-05-20")
-    return value
-
-
 class RedeemIn(_Body):
     token: str = Field(
         pattern=r"^[0-9a-f]{16}(\.[0-9]{1,9})?$",
@@ -283,14 +277,21 @@ class RedeemIn(_Body):
     )
 
 
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]  # 5 or 5.0, never "5" or true
+
+
 class BirthdayIn(_Body):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"birthday": "1990-05-20"}]},
+        extra="forbid",
+        json_schema_extra={"examples": [{"month": 5, "day": 20}, {"month": 5, "day": 20,
+                                                                   "year": 1990}]},
     )
 
-    birthday: Annotated[date, BeforeValidator(_iso_text)] = Field(
-        description="a real date from 1900-01-01 to today (others are refused, 422); set once, "
-        "only staff can correct it afterwards"
+    month: WholeNumber = Field(ge=1, le=12)
+    day: WholeNumber = Field(ge=1, le=31, description="a day the month has (29 February too)")
+    year: Annotated[int, Field(ge=1900, le=9999), BeforeValidator(_whole_number)] | None = Field(
+        default=None,
+        description="optional, as in the chat; a birth date in the future is refused (422)",
     )
 
 
@@ -499,11 +500,11 @@ def build_router() -> APIRouter:
         body: BirthdayIn, caller: CallerDep, session: SessionDep, shop: ShopDep,
         config: ConfigDep,
     ) -> Done:
-        """The chat's rule: set once by the member (a second time is refused), the gift of a
+        """Month and day (the year if the member gives it), as the chat's picker takes them.
+        The chat's rule: set once by the member (a second time is refused), the gift of a
         birthday within 30 days waits a year."""
         member = caller.require_member()
-        day = body.birthday
-        saved = await profiles.set_birthday(session, shop, member, day.month, day.day, day.year)
+        saved = await profiles.set_birthday(session, shop, member, body.month, body.day, body.year)
         return Done(message=config.texts.render(
             caller.lang, "webapp/birthday_saved", b=saved, this_year=shop.today().year,
         ))
@@ -528,6 +529,8 @@ def build_router() -> APIRouter:
     ) -> Done:
         member = caller.require_member()
         await members.set_language(session, member, body.language)
+        if config.menu_button is not None:
+            await config.menu_button(caller.telegram_id, body.language)
         return Done(message=config.texts.render(body.language, "webapp/language_saved"))
 
     return router

@@ -1,6 +1,7 @@
 """The shop's dashboard in the Mini App (ADMIN_IDS only): the figures of /stats for a period,
 the red-line status, and the same charts, drawn by the same code (``handlers.charts``) as SVG
-or PNG. Anyone else gets 403 and learns nothing."""
+or PNG; and the reports of the newest campaigns (the figures /campaigns shows in the chat).
+Anyone else gets 403 and learns nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from markupsafe import Markup
 
-from domain import analytics
+from domain import analytics, campaigns
 from handlers import charts, stats
 from handlers.webapp import (
     ERRORS,
@@ -62,6 +63,28 @@ def build_router() -> APIRouter:
         return HTMLResponse(texts.render(
             lang, "webapp/admin", page="admin", admin=True, period=period,
             periods=stats.PERIODS, report=report, sections=sections, charts=stats.CHARTS,
+        ))
+
+    @router.get(
+        "/campaigns", response_model=None, responses=HTML_PAGE,
+        operation_id="webapp_admin_campaigns", summary="The newest campaigns' reports, rendered",
+    )
+    async def campaign_reports(
+        caller: CallerDep, session: SessionDep, shop: ShopDep, config: ConfigDep,
+    ) -> Response:
+        """Each of the newest campaigns as /campaigns reports it: reached, sent, skipped,
+        failed and blocked; coupons used, bonus points and revenue from recipients; the A/B
+        variants side by side with the test's verdict; a survey's NPS."""
+        if not caller.admin:
+            return _not_admin(config, caller.lang)
+        reports = [
+            await campaigns.report(session, shop, campaign_id)
+            for campaign_id in await campaigns.recent_campaigns(session)
+        ]
+        return HTMLResponse(config.texts.render(
+            caller.lang, "webapp/campaigns", page="campaigns", admin=True, reports=reports,
+            tz=shop.tz, min_sample=campaigns.MIN_SAMPLE, min_expected=campaigns.MIN_EXPECTED,
+            days=campaigns.REVENUE_DAYS,
         ))
 
     @router.get(

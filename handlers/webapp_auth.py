@@ -9,6 +9,7 @@ expired or missing init data is one and the same 401, which says nothing more.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,6 +33,9 @@ class WebAppConfig:
     rotating_code: bool = False
     # Known once the bot has asked Telegram who it is (start-up); the invite link needs it.
     bot_username: str = field(default="")
+    # Sets a member's own menu button in their language (chat id, language); the root binds it
+    # to the bot.
+    menu_button: Callable[[int, str], Awaitable[None]] | None = None
 
 
 def verified_user(

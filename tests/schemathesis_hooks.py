@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import schemathesis
@@ -87,12 +87,19 @@ def filter_query(context: Any, query: Any) -> bool:
 
 @schemathesis.hook("filter_body")
 def a_birthday_that_can_be(context: Any, body: Any) -> bool:
-    """The Mini App's birthday is a date from 1900 to today (the field's description says so;
-    JSON Schema cannot state a range of dates)."""
-    if not isinstance(body, dict) or not isinstance(body.get("birthday"), str):
+    """The Mini App's birthday is a day its month has (29 February too), of a year from 1900
+    up to now when a year is given (the fields' descriptions say so; JSON Schema cannot)."""
+    if not isinstance(body, dict) or "month" not in body or "day" not in body:
         return True
+    month, day, year = body.get("month"), body.get("day"), body.get("year")
+    numbers = [v for v in (month, day, year) if v is not None]
+    if not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
+        for v in numbers
+    ):
+        return True  # not whole numbers at all: the API must refuse them, let them through
     try:
-        born = datetime.fromisoformat(body["birthday"]).date()
-    except ValueError:
-        return True  # not a date at all: the API must refuse it, let it through
-    return born.year >= 1900 and born.isoformat() <= "2025-12-31"
+        born = date(int(year) if year is not None else 2000, int(month), int(day))
+    except (ValueError, OverflowError):
+        return False
+    return year is None or 1900 <= born.year <= 2025

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.app import App
@@ -22,6 +22,7 @@ from domain.audit import Actor
 from domain.clock import FixedClock
 from domain.models import Coupon, Member
 from domain.program import Program
+from handlers.callbacks import LanguageChoice
 from tests.conftest import ADMIN_ID, POS_TOKEN, Conversation
 from tests.fake_telegram import FakeTelegram, message_update
 from tests.webapp_support import (
@@ -53,7 +54,7 @@ def _fill(path: str) -> str:
 def _bodies() -> dict[str, Any]:
     return {
         "/app/api/rewards/{key}/redemptions": {"token": "0" * 16},
-        "/app/api/profile/birthday": {"birthday": "1990-05-20"},
+        "/app/api/profile/birthday": {"month": 5, "day": 20},
         "/app/api/profile/marketing": {"on": False},
         "/app/api/profile/language": {"language": "zh"},
     }
@@ -228,11 +229,12 @@ async def test_the_birthday_is_saved_once(
     await join(webapp_chat, session, ANN, language_code="zh")
     headers = tma(sign_init_data(ANN, clock.now()))
     saved = await http.post(
-        "/app/api/profile/birthday", json={"birthday": "1990-05-20"}, headers=headers
+        "/app/api/profile/birthday", json={"month": 5, "day": 20, "year": 1990},
+        headers=headers,
     )
     assert saved.status_code == 200 and "1990年5月20日" in saved.json()["message"]
     again = await http.post(
-        "/app/api/profile/birthday", json={"birthday": "1991-06-21"}, headers=headers
+        "/app/api/profile/birthday", json={"month": 6, "day": 21}, headers=headers
     )
     assert again.status_code == 409 and again.json()["error"] == "birthday_already_set"
     assert re.search(r"[\u4e00-\u9fff]", again.json()["message"])
@@ -241,11 +243,43 @@ async def test_the_birthday_is_saved_once(
     assert member is not None
     assert (member.birthday_year, member.birthday_month, member.birthday_day) == (1990, 5, 20)
     page = (await http.get("/app/api/pages/profile", headers=headers)).text
-    assert 'type="date"' not in page and "1990年5月20日" in page
-    future = await http.post(
-        "/app/api/profile/birthday", json={"birthday": "2030-01-01"}, headers=headers
+    assert "<select" not in page and "1990年5月20日" in page
+
+
+async def test_the_birthday_picker_takes_month_and_day_as_the_chat_does(
+    webapp_app: App, webapp_chat: Conversation, session: AsyncSession,
+    http: httpx.AsyncClient, clock: FixedClock,
+) -> None:
+    """Month and day, the year only if the member gives one; no full date is demanded."""
+    await join(webapp_chat, session, ANN)
+    headers = tma(sign_init_data(ANN, clock.now()))
+    page = (await http.get("/app/api/pages/profile", headers=headers)).text
+    assert 'type="date"' not in page
+    assert 'id="birthday-month"' in page and 'id="birthday-day"' in page
+    assert re.search(r'id="birthday-month" name="month" required', page)
+    assert not re.search(r'id="birthday-year"[^>]*required', page)  # the year is optional
+    assert '<option value="2">February</option>' in page
+    for wrong in (
+        {"birthday": "1990-05-20"},  # a full date is no longer the question
+        {"month": 2, "day": 30},  # no such day
+        {"month": 13, "day": 1},
+        {"month": 5, "day": 20, "year": clock.now().year + 1},  # born in the future
+        {"month": "5", "day": 20},
+    ):
+        refused = await http.post("/app/api/profile/birthday", json=wrong, headers=headers)
+        assert refused.status_code == 422, (wrong, refused.text)
+    saved = await http.post(
+        "/app/api/profile/birthday", json={"month": 2, "day": 29}, headers=headers
     )
-    assert future.status_code in (409, 422)
+    assert saved.status_code == 200 and "29 February" in saved.json()["message"]
+    await session.rollback()
+    member = await session.scalar(select(Member).where(Member.telegram_id == ANN))
+    assert member is not None
+    assert (member.birthday_year, member.birthday_month, member.birthday_day) == (None, 2, 29)
+    again = await http.post(
+        "/app/api/profile/birthday", json={"month": 3, "day": 1}, headers=headers
+    )
+    assert again.status_code == 409 and again.json()["error"] == "birthday_already_set"
 
 
 async def test_checkin_marketing_and_language_from_the_member_center(
@@ -300,6 +334,101 @@ async def test_the_dashboard_is_for_admins_only(
     assert png.content.startswith(b"\x89PNG")
 
 
+async def test_the_dashboard_shows_the_campaign_reports_to_admins_only(
+    webapp_app: App, webapp_chat: Conversation, session: AsyncSession,
+    http: httpx.AsyncClient, clock: FixedClock,
+) -> None:
+    """An A/B campaign (A: bonus points, B: a coupon) and an NPS survey, sent by the sender:
+    the dashboard's campaigns view counts what the database keeps, as /campaigns does."""
+    from bot.scheduler import start_campaigns
+    from domain import campaigns
+
+    people = [await join(webapp_chat, session, user) for user in (ANN, BOB, 5103, 5104)]
+    await session.execute(
+        update(Member).where(Member.telegram_id == 5104).values(marketing_opt_in=False)
+    )
+    await session.commit()
+    admin = Actor(ADMIN_ID, "admin")
+    split = campaigns.CampaignSpec(variants=[
+        campaigns.Variant(texts={"*": "Spring A"},
+                          offers={"*": campaigns.Offer(points=40)}),
+        campaigns.Variant(texts={"*": "Spring B"}, offers={"*": campaigns.Offer(
+            coupon=campaigns.CouponOffer(kind="amount_off", value=1000))}),
+    ])
+    survey = campaigns.CampaignSpec(kind="survey", variants=[campaigns.Variant()])
+    ids = []
+    for spec in (split, survey):
+        campaign_id = await campaigns.save_draft(session, webapp_app.shop, admin, spec)
+        await campaigns.confirm(session, webapp_app.shop, admin, campaign_id)
+        ids.append(campaign_id)
+    started = await start_campaigns(
+        webapp_app.session_factory, webapp_app.shop, webapp_app.sender.signal
+    )
+    assert sorted(started) == sorted(ids)
+    await webapp_app.sender.deliver_pending()
+    for member, score in zip(people[:3], (10, 9, 3), strict=True):
+        assert await campaigns.answer_nps(session, webapp_app.shop, member.id, ids[1], score)
+    expected = await campaigns.report(session, webapp_app.shop, ids[0])
+    assert expected.ab is not None
+    assert (expected.reached, expected.sent, expected.skipped) == (4, 3, 1)
+
+    member = tma(sign_init_data(ANN, clock.now()))
+    refused = await http.get("/app/api/admin/campaigns", headers=member)
+    assert refused.status_code == 403 and "Spring" not in refused.text
+    as_admin = tma(sign_init_data(ADMIN_ID, clock.now()))
+    answer = await http.get("/app/api/admin/campaigns", headers=as_admin)
+    assert answer.status_code == 200
+    html = answer.text
+    section = html[html.index(f'id="campaign-{ids[0]}"'):]
+    section = section[:section.index("</section>")]
+    figures = dict(re.findall(r'data-figure="(\w+)">([^<]*)<', section))
+    assert figures["reached"] == "4" and figures["sent"] == "3" and figures["skipped"] == "1"
+    assert figures["blocked"] == "0" and figures["failed"] == "0"
+    assert figures["points"] == f"{40 * expected.ab.a.delivered:,}"
+    assert figures["coupons"] == str(expected.ab.b.delivered)
+    assert figures["revenue"].endswith("0.00")
+    assert "<th>A</th><th>B</th>" in section and "Not enough data yet" in section
+    rows = re.findall(r"<tr><th>Sent</th><td>(\d+)</td><td>(\d+)</td></tr>", section)
+    assert rows == [(str(expected.ab.a.delivered), str(expected.ab.b.delivered))]
+    nps = html[html.index(f'id="campaign-{ids[1]}"'):]
+    nps = nps[:nps.index("</section>")]
+    # 2 promoters of 3 (67%) less 1 detractor (33%): NPS 33; the 3, 9 and 10 in their columns
+    assert 'data-figure="nps">33</b> from 3 answers: 2 promoters, 1 detractor' in nps
+    assert "<td>0</td><td>0</td><td>0</td><td>1</td>" in nps  # scores 0..3
+    assert nps.count("<td>1</td>") == 3
+
+    # An admin whose Telegram speaks Chinese (not a member: the init data's language).
+    zh_admin = tma(sign_init_data(ADMIN_ID, clock.now(), language_code="zh"))
+    zh = (await http.get("/app/api/admin/campaigns", headers=zh_admin)).text
+    assert "覆盖会员" in zh and "数据尚不足" in zh and "净推荐值" in zh
+    words = re.sub(r"<[^>]+>|“[^”]*”|/campaigns?|\bNPS\b", " ", zh)
+    assert not re.findall(r"[A-Za-z]{2,}", words)
+
+
+def test_the_ab_verdict_reads_in_both_languages(webapp_app: App) -> None:
+    from domain import campaigns
+
+    spec = campaigns.CampaignSpec(variants=[campaigns.Variant(texts={"*": "A"}),
+                                            campaigns.Variant(texts={"*": "B"})])
+    a = campaigns.VariantFigures("A", 400, 400, 40)
+    report = campaigns.CampaignReport(
+        id=7, kind="message", state="running", spec=spec, start_at=None, started_at=None,
+        reached=800, pending=0, sent=800, skipped=0, failed=0, blocked=0, coupons=800,
+        coupons_used=120, points=0, revenue=1_234_500, nps=None,
+        ab=campaigns.two_proportion_test(a, campaigns.VariantFigures("B", 400, 400, 80)),
+    )
+    assert report.ab is not None and report.ab.significant
+    words = {"en": ("larger than chance", "10%", "20%", "¥12,345.00"),
+             "zh": ("差异显著", "10%", "20%", "¥12,345.00")}
+    for lang, expected in words.items():
+        html = webapp_app.texts.render(
+            lang, "webapp/campaigns", page="campaigns", admin=True, reports=[report],
+            tz=webapp_app.shop.tz, min_sample=30, min_expected=5, days=14,
+        )
+        assert all(w in html for w in expected), (lang, html)
+        assert 'class="verdict significant"' in html
+
+
 async def test_the_mini_app_limits_bodies_and_checks_init_data_before_reading_them(
     webapp_app: App, webapp_chat: Conversation, session: AsyncSession,
     http: httpx.AsyncClient, clock: FixedClock,
@@ -349,6 +478,52 @@ async def test_the_rotating_card_code_works_at_the_till_for_a_minute(
         await app.close()
 
 
+async def test_the_rotating_card_code_reports_a_behaviour_at_the_till(
+    settings: Settings, clock: FixedClock, program: Program, fake_telegram: FakeTelegram,
+    session: AsyncSession,
+) -> None:
+    """/api/v1/members/{code}/events takes the card's code like lookup and orders do; a retry
+    of the same event after the code ran out is the stored answer, a new event is refused."""
+    app = await start_app(settings, clock, program, fake_telegram, webapp_rotating_code=True)
+    try:
+        member = await join(Conversation(app, fake_telegram), session, ANN)
+        transport = httpx.ASGITransport(app=app.http)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            issued = await client.get(
+                "/app/api/card/code", headers=tma(sign_init_data(ANN, clock.now()))
+            )
+            code = issued.json()["code"]
+            till = {"Authorization": f"Bearer {POS_TOKEN}"}
+            review = {"event_id": "rv-1", "kind": "review"}
+            done = await client.post(f"/api/v1/members/{code}/events", json=review, headers=till)
+            assert done.status_code == 201, done.text
+            receipt = done.json()
+            assert receipt["member_code"] == member.code
+            assert receipt["points_earned"] == program.points.review > 0
+            forged = code[:-1] + ("0" if code[-1] != "0" else "1")
+            refused = await client.post(
+                f"/api/v1/members/{forged}/events", json={"event_id": "rv-2", "kind": "share"},
+                headers=till,
+            )
+            assert refused.status_code == 409 and refused.json()["error"] == "card_code_refused"
+            clock.advance(seconds=61)
+            retry = await client.post(f"/api/v1/members/{code}/events", json=review, headers=till)
+            assert retry.status_code == 201 and retry.json() == receipt
+            assert retry.headers.get("Idempotent-Replayed") == "true"
+            late = await client.post(
+                f"/api/v1/members/{code}/events", json={"event_id": "rv-3", "kind": "share"},
+                headers=till,
+            )
+            assert late.status_code == 409 and late.json()["error"] == "card_code_refused"
+        await session.rollback()
+        balance = await session.scalar(
+            select(Member.points_balance).where(Member.telegram_id == ANN)
+        )
+        assert balance == program.points.signup + program.points.review  # one review, once
+    finally:
+        await app.close()
+
+
 async def test_with_webapp_url_the_chat_offers_the_member_center(
     webapp_app: App, webapp_chat: Conversation, fake_telegram: FakeTelegram,
     session: AsyncSession,
@@ -364,6 +539,49 @@ async def test_with_webapp_url_the_chat_offers_the_member_center(
         opened = [b for row in rows for b in row if "web_app" in b]
         assert opened and opened[0]["web_app"]["url"] == f"{WEBAPP_URL}/{page}", command
         assert opened[0]["text"] == "📱 Open member center"
+
+
+async def test_each_members_menu_button_opens_the_member_center_in_their_language(
+    webapp_app: App, webapp_chat: Conversation, fake_telegram: FakeTelegram,
+    session: AsyncSession, http: httpx.AsyncClient, clock: FixedClock,
+) -> None:
+    def buttons_of(user: int) -> list[tuple[str, str]]:
+        return [
+            (c.params["menu_button"]["text"], c.params["menu_button"]["web_app"]["url"])
+            for c in fake_telegram.calls_of("setChatMenuButton")
+            if str(c.params.get("chat_id")) == str(user)
+        ]
+
+    await join(webapp_chat, session, ANN)
+    await join(webapp_chat, session, BOB, first_name="Bob", language_code="zh")
+    assert buttons_of(ANN) == [("Member center", WEBAPP_URL)]
+    assert buttons_of(BOB) == [("会员中心", WEBAPP_URL)]
+    # Joined by writing first (no /start): the same.
+    await webapp_chat.send(message_update(5103, "hello", language_code="zh"))
+    assert buttons_of(5103) == [("会员中心", WEBAPP_URL)]
+    # A language change in the chat, then in the member center.
+    await webapp_chat.send(fake_telegram.press(ANN, LanguageChoice(language="zh").pack()))
+    assert buttons_of(ANN)[-1] == ("会员中心", WEBAPP_URL)
+    changed = await http.post(
+        "/app/api/profile/language", json={"language": "en"},
+        headers=tma(sign_init_data(ANN, clock.now())),
+    )
+    assert changed.status_code == 200
+    assert buttons_of(ANN)[-1] == ("Member center", WEBAPP_URL)
+    # Telegram refusing it (the member blocked the bot) is no one's problem: the reply stands.
+    fake_telegram.fail_next(
+        "setChatMenuButton", 403, "Forbidden: bot was blocked by the user", times=2, chat_id=BOB,
+    )
+    fake_telegram.clear()
+    await webapp_chat.send(message_update(BOB, "/start", language_code="zh"))
+    assert fake_telegram.calls_of("setChatMenuButton")  # asked, and refused
+    welcome = [c for c in fake_telegram.calls if c.method == "sendMessage"]
+    assert welcome and str(welcome[-1].params["chat_id"]) == str(BOB)
+    changed = await http.post(
+        "/app/api/profile/language", json={"language": "en"},
+        headers=tma(sign_init_data(BOB, clock.now())),
+    )
+    assert changed.status_code == 200
 
 
 async def test_without_webapp_url_the_chat_is_as_before(

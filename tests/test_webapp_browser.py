@@ -207,6 +207,14 @@ async def test_the_admin_dashboard_in_both_languages(
         await tab.click('[data-period="12m"]')
         await tab.wait_for_selector('[data-period="12m"]:not(.secondary)')
         await _shoot(tab, f"{lang}-admin")
+        # The campaigns' reports are the dashboard's other view.
+        await tab.click('[data-view="campaigns"]')
+        await tab.wait_for_selector('[data-view="campaigns"]:not(.secondary)')
+        assert tab.url.endswith("/app/campaigns")
+        assert await tab.locator('.tabs [data-nav="admin"].on').count() == 1
+        await _shoot(tab, f"{lang}-admin-campaigns")
+        await tab.click('[data-view="figures"]')
+        await tab.wait_for_selector(".redline")
         if lang == "en":
             # The admin reads Chinese from now on (the profile's language, as in the chat).
             await _go(tab, "profile")
@@ -247,23 +255,33 @@ async def test_the_birthday_picker_saves_once(
 ) -> None:
     await join(webapp_chat, session, ANN)
     tab = await site.open(ANN, "profile")
-    await tab.fill("#birthday", "1990-05-20")
+    # Month and day, as in the chat: February offers its 29th unless a common year is chosen.
+    await tab.select_option("#birthday-month", "2")
+    assert await tab.locator('#birthday-day option[value="29"]').is_enabled()
+    assert not await tab.locator('#birthday-day option[value="30"]').is_enabled()
+    await tab.select_option("#birthday-year", "1990")
+    assert not await tab.locator('#birthday-day option[value="29"]').is_enabled()
+    await tab.select_option("#birthday-year", "")
+    await tab.select_option("#birthday-month", "5")
+    await tab.select_option("#birthday-day", "20")
+    await _shoot(tab, "en-profile-birthday-picker")
     await tab.click("#birthday-form button")
     await tab.wait_for_selector("#birthday-saved")
-    assert "20 May 1990" in await tab.locator("#birthday-saved").inner_text()
-    assert await tab.locator("#birthday").count() == 0  # no picker once it is set
+    assert await tab.locator("#birthday-saved").inner_text() == "20 May"
+    assert await tab.locator("#birthday-month").count() == 0  # no picker once it is set
     # Even a crafted second call from the page is refused, in the member's words.
     answer = await tab.evaluate(
         """async () => { const r = await fetch('/app/api/profile/birthday', {method: 'POST',
         headers: {'Authorization': 'tma ' + Telegram.WebApp.initData,
                   'Content-Type': 'application/json'},
-        body: JSON.stringify({birthday: '1991-01-02'})});
+        body: JSON.stringify({month: 1, day: 2})});
         return [r.status, (await r.json()).error]; }"""
     )
     assert answer == [409, "birthday_already_set"]
     await session.rollback()
     member = await session.scalar(select(Member).where(Member.telegram_id == ANN))
-    assert member is not None and (member.birthday_month, member.birthday_day) == (5, 20)
+    assert member is not None
+    assert (member.birthday_year, member.birthday_month, member.birthday_day) == (None, 5, 20)
 
 
 async def test_the_dark_theme_applies(

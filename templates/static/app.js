@@ -55,6 +55,7 @@
 
   function pageUrl(page, query) {
     if (page === "admin") return "/app/api/admin/page" + (query || "");
+    if (page === "campaigns") return "/app/api/admin/campaigns";
     return "/app/api/pages/" + page;
   }
 
@@ -200,13 +201,28 @@
 
   function wireProfile() {
     var form = document.getElementById("birthday-form");
-    if (form) form.addEventListener("submit", function (event) {
-      event.preventDefault();
-      var value = form.elements.birthday.value;
-      if (!value) return;
-      form.querySelector("button").disabled = true;
-      act("/app/api/profile/birthday", { birthday: value }, "profile");
-    });
+    if (form) {
+      var month = form.elements.month, day = form.elements.day, year = form.elements.year;
+      // Only the days the month has (29 February unless a common year is chosen).
+      var fitDays = function () {
+        var last = new Date(Number(year.value) || 2000, Number(month.value) || 1, 0).getDate();
+        if (!month.value) last = 31;
+        Array.prototype.forEach.call(day.options, function (option) {
+          option.disabled = option.hidden = option.value !== "" && Number(option.value) > last;
+        });
+        if (Number(day.value) > last) day.value = "";
+      };
+      month.addEventListener("change", fitDays);
+      year.addEventListener("change", fitDays);
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        if (!month.value || !day.value) return;
+        var body = { month: Number(month.value), day: Number(day.value) };
+        if (year.value) body.year = Number(year.value);
+        form.querySelector("button").disabled = true;
+        act("/app/api/profile/birthday", body, "profile");
+      });
+    }
     var marketing = main.querySelector("[data-action=marketing]");
     if (marketing) marketing.addEventListener("change", function () {
       act("/app/api/profile/marketing", { on: marketing.checked }, "profile");

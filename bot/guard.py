@@ -117,23 +117,8 @@ class TillGuard:
                 ((b"www-authenticate", b"Bearer"),),
             )
             return
-        too_large = f"a request body is at most {self.max_body} bytes"
-        declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            await _answer(send, 413, "body_too_large", too_large)
-            return
-        try:
-            body = await asyncio.wait_for(self._read_body(receive), self.body_seconds)
-        except _TooLarge:
-            await _answer(send, 413, "body_too_large", too_large)
-            return
-        except TimeoutError:
-            await _answer(send, 408, "body_too_slow", "the request body did not arrive in time")
-            return
-        except _Disconnected:
-            return
-        if body and json_depth(body) > self.max_depth:
-            await _answer(send, 422, "invalid_input", "the JSON body is nested too deeply")
+        body = await self.checked_body(headers, receive, send)
+        if body is None:
             return
         try:
             await asyncio.wait_for(self.slots.acquire(), SLOT_WAIT_SECONDS)
@@ -144,6 +129,31 @@ class TillGuard:
             await self.app(scope, _replay(body, receive), send)
         finally:
             self.slots.release()
+
+    async def checked_body(
+        self, headers: dict[bytes, bytes], receive: Receive, send: Send
+    ) -> bytes | None:
+        """The whole body within the size, time and nesting limits, or None once the refusal
+        (413, 408, 422) is answered or the client has gone."""
+        too_large = f"a request body is at most {self.max_body} bytes"
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await _answer(send, 413, "body_too_large", too_large)
+            return None
+        try:
+            body = await asyncio.wait_for(self._read_body(receive), self.body_seconds)
+        except _TooLarge:
+            await _answer(send, 413, "body_too_large", too_large)
+            return None
+        except TimeoutError:
+            await _answer(send, 408, "body_too_slow", "the request body did not arrive in time")
+            return None
+        except _Disconnected:
+            return None
+        if body and json_depth(body) > self.max_depth:
+            await _answer(send, 422, "invalid_input", "the JSON body is nested too deeply")
+            return None
+        return body
 
     def _authorized(self, header: bytes) -> bool:
         scheme, _, given = header.partition(b" ")
@@ -220,34 +230,18 @@ class WebAppGuard:
         if path.startswith(self.api_prefix):
             header = headers.get(b"authorization")
             if not self.verify(header.decode("latin-1") if header is not None else None):
-                body = json.dumps(
+                refusal = json.dumps(
                     {"error": "unauthorized", "message": "valid Telegram init data is required"}
                 ).encode()
                 await send({
                     "type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())],
+                                (b"content-length", str(len(refusal)).encode())],
                 })
-                await send({"type": "http.response.body", "body": body})
+                await send({"type": "http.response.body", "body": refusal})
                 return
-        limit = self.body.max_body
-        too_large = f"a request body is at most {limit} bytes"
-        declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _answer(send, 413, "body_too_large", too_large)
-            return
-        try:
-            body = await asyncio.wait_for(self.body._read_body(receive), self.body.body_seconds)
-        except _TooLarge:
-            await _answer(send, 413, "body_too_large", too_large)
-            return
-        except TimeoutError:
-            await _answer(send, 408, "body_too_slow", "the request body did not arrive in time")
-            return
-        except _Disconnected:
-            return
-        if body and json_depth(body) > self.body.max_depth:
-            await _answer(send, 422, "invalid_input", "the JSON body is nested too deeply")
+        body = await self.body.checked_body(headers, receive, send)
+        if body is None:
             return
         await self.app(scope, _replay(body, receive), send)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlencode
@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import TemplateNotFound
 from markupsafe import Markup
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import card_code, checkin, coupons, members, plus, points, referrals, rewards
 from domain import profile as profiles
@@ -36,7 +36,7 @@ from domain.members import DELETED
 from domain.models import Member
 from domain.shop import Shop
 from domain.tiers import TierProgress
-from handlers.api import _whole_number
+from handlers.api import SessionDep, ShopDep, _whole_number
 from handlers.media import qr_svg
 from handlers.texts import LANGUAGES, Texts
 from handlers.webapp_auth import WebAppConfig, verified_user
@@ -116,19 +116,6 @@ def _config(request: Request) -> WebAppConfig:
     return config
 
 
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory
-    async with factory() as session:
-        yield session
-
-
-async def _shop(request: Request) -> Shop:
-    shop: Shop = request.app.state.shop
-    return shop
-
-
-SessionDep = Annotated[AsyncSession, Depends(_session)]
-ShopDep = Annotated[Shop, Depends(_shop)]
 ConfigDep = Annotated[WebAppConfig, Depends(_config)]
 
 

@@ -14,14 +14,13 @@ from markupsafe import Markup
 
 from domain import analytics, campaigns
 from handlers import charts, stats
+from handlers.api import SessionDep, ShopDep
 from handlers.webapp import (
     ERRORS,
     HTML_PAGE,
     CallerDep,
     ConfigDep,
     MemberWords,
-    SessionDep,
-    ShopDep,
     WebAppError,
 )
 

@@ -25,6 +25,11 @@ What Telegram answers
       seconds (at most an hour); after ``MAX_ATTEMPTS`` the push ``failed`` with the reason;
     * other refusals (400, 404: chat not found, text refused): ``failed`` at once, with it.
 
+Campaigns
+    A running campaign's recipients wait in their own narrow queue; each pass first turns the
+    next of them into pushes, so that two batches of campaign pushes wait
+    (``domain.campaigns.feed_ahead``). The workers' elected sender is the only one that feeds.
+
 What is not sent
     A member who left (status ``deleted`` or no chat) fails the push ("member left"). A
     marketing push to a member who opted out is ``skipped``. Quiet hours (21:00-09:00 local)
@@ -80,6 +85,7 @@ from sqlalchemy import ColumnElement, and_, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.replies import OUTBOX_SEND
+from domain import campaigns
 from domain.jobs import QUIET_END, QUIET_START, next_morning
 from domain.models import Member, Push
 from domain.shop import Shop
@@ -293,6 +299,7 @@ class OutboxSender:
         sent, failed, skipped or put back after a transient error. Pushes only moved out of
         quiet hours are not counted."""
         async with self._pass:
+            await self._feed_campaigns()
             handled = await self._settle_undeliverable()
             queue: asyncio.Queue[_Due | None] = asyncio.Queue(maxsize=self.batch_size)
             counts = [0] * self.workers
@@ -315,6 +322,13 @@ class OutboxSender:
             finally:
                 await self._give_back()
             return handled + sum(counts)
+
+    async def _feed_campaigns(self) -> None:
+        """Running campaigns' recipients become pushes just ahead of this sender (two batches
+        waiting): only the elected sender feeds, and a million recipients never sit in the
+        outbox at once."""
+        async with self.session_factory() as session:
+            await campaigns.feed_ahead(session, self.shop, 2 * self.batch_size)
 
     async def _give_back(self) -> None:
         """Claims of this pass whose pushes are still pending go back to the queue."""

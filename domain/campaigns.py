@@ -8,10 +8,17 @@ two admins or a restart move it once::
     draft → planned → writing → running      (planned → cancelled; writing/running → stopped)
 
 Writing is set-based: ``INSERT ... SELECT`` over the members who match the audience, by member
-id ranges, one outbox row per member keyed ``campaign:<id>:<member>`` (a second write of the
-same range adds nothing), the A/B variant computed in SQL from the campaign and member ids.
-Members who opted out of marketing get a row already ``skipped``: reached, never messaged. The
-sender delivers the rest like every push (rate, quiet hours, opt-out, blocked members).
+id ranges, one narrow row per member in the campaign's queue (``campaign_recipients``, keyed by
+campaign and member: a second write of the same range adds nothing), the A/B variant computed
+in SQL from the campaign and member ids. Members who opted out of marketing are recorded
+``skipped``: reached, never messaged. A full outbox row per member (key, payload, indexes)
+would cost fifty scans of the members at a million; the queue costs about two.
+
+Feeding: once a campaign runs, the sender asks for pushes just ahead of what it sends
+(``feed_ahead``): the next recipients become outbox rows keyed ``campaign:<id>:<member>``
+(``ON CONFLICT DO NOTHING``: a member's push is made once whatever runs twice) and leave the
+queue, in one transaction. The sender delivers them like every push (rate, quiet hours,
+opt-out, blocked members). A stop skips the pushes not sent and the recipients not fed.
 
 The offer is granted when Telegram has accepted the message, in the transaction that marks the
 push sent (``delivered``), once per member per campaign (``campaign_deliveries``' key): what
@@ -35,6 +42,7 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    delete,
     func,
     literal,
     or_,
@@ -51,6 +59,7 @@ from domain.models import (
     CallbackOutcome,
     Campaign,
     CampaignDelivery,
+    CampaignRecipient,
     Coupon,
     Member,
     NpsAnswer,
@@ -349,8 +358,9 @@ async def cancel(session: AsyncSession, shop: Shop, actor: Actor, campaign_id: i
 
 
 async def stop(session: AsyncSession, shop: Shop, actor: Actor, campaign_id: int) -> int:
-    """A campaign being written or sent stops: its pushes not yet sent are skipped (and the
-    writer, between two ranges, finds it stopped). Returns how many were held back."""
+    """A campaign being written or sent stops: its pushes not yet sent and its recipients not
+    yet fed are skipped (and the writer, between two ranges, finds it stopped; the feed takes
+    only running campaigns). Returns how many were held back."""
     now = shop.now()
     async with write_transaction(session):
         moved = await session.execute(
@@ -365,7 +375,13 @@ async def stop(session: AsyncSession, shop: Shop, actor: Actor, campaign_id: int
             .where(Push.campaign_id == campaign_id, Push.status == "pending")
             .values(status="skipped", last_error="campaign stopped")
         )
-        count = int(held.rowcount or 0)  # type: ignore[attr-defined]
+        unfed = await session.execute(
+            update(CampaignRecipient)
+            .where(CampaignRecipient.campaign_id == campaign_id,
+                   CampaignRecipient.skipped.is_(False))
+            .values(skipped=True)
+        )
+        count = int(held.rowcount or 0) + int(unfed.rowcount or 0)  # type: ignore[attr-defined]
         record(session, actor, "campaign.stop", now, subject=_subject(campaign_id),
                after={"state": STOPPED, "held_back": count})
     return count
@@ -373,8 +389,8 @@ async def stop(session: AsyncSession, shop: Shop, actor: Actor, campaign_id: int
 
 async def start_due(session: AsyncSession, shop: Shop, *, resume: bool = False) -> list[int]:
     """Start every planned campaign whose time has come (planned → writing, claimed by one
-    conditional UPDATE: whoever else tries finds it taken), write its pushes, and mark it
-    running. ``resume`` (at start-up) also finishes writes a stopped process left half done:
+    conditional UPDATE: whoever else tries finds it taken), write its recipients, and mark it
+    running (the sender's feed then makes its pushes). ``resume`` (at start-up) also finishes writes a stopped process left half done:
     the keys make a range written twice add nothing. Returns the campaigns written."""
     now = shop.now()
     started = []
@@ -404,7 +420,7 @@ async def start_due(session: AsyncSession, shop: Shop, *, resume: bool = False) 
 
 
 async def write_pushes(session: AsyncSession, shop: Shop, campaign_id: int) -> bool:
-    """Write a campaign's outbox rows, one ``INSERT ... SELECT`` per range of member ids, each
+    """Write a campaign's recipients, one ``INSERT ... SELECT`` per range of member ids, each
     range in its own transaction with the campaign's progress; ends writing → running. False
     when the campaign was stopped meanwhile (what was written is skipped by the stop)."""
     row = (
@@ -445,34 +461,111 @@ async def write_pushes(session: AsyncSession, shop: Shop, campaign_id: int) -> b
 async def _write_range(
     session: AsyncSession, shop: Shop, campaign_id: int, spec: CampaignSpec, after: int, upto: int
 ) -> int:
-    now = shop.now()
-    kind = SURVEY_KIND if spec.kind == "survey" else PUSH_KIND
     variant = variant_sql(campaign_id) if spec.split else literal("A")
-    prefix = f'{{"campaign": {campaign_id}, "variant": "'
-    table = table_of(Push)
     members = select(
-        literal(f"campaign:{campaign_id}:") + cast(Member.id, String),
-        Member.id,
-        literal(kind),
-        literal(prefix) + variant + literal('"}'),
-        literal(True),
-        case((Member.marketing_opt_in.is_(True), "pending"), else_="skipped"),
-        literal(0),
-        literal(now, type_=Push.not_before.type),
-        literal(now, type_=Push.created_at.type),
-        case(
-            (Member.marketing_opt_in.is_(True), None),
-            else_="member opted out of marketing",
-        ),
         literal(campaign_id),
+        Member.id,
+        variant,
+        case((Member.marketing_opt_in.is_(True), False), else_=True),
     ).where(Member.id > after, Member.id <= upto, *audience_conditions(shop, spec.audience))
-    statement = insert_unless_exists(session, table, "key").from_select(
-        ["key", "member_id", "kind", "payload", "marketing", "status", "attempts",
-         "not_before", "created_at", "last_error", "campaign_id"],
-        members,
+    table = table_of(CampaignRecipient)
+    statement = insert_unless_exists(session, table, "campaign_id", "member_id").from_select(
+        ["campaign_id", "member_id", "variant", "skipped"], members
     )
     result = await session.execute(statement)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# ---- feeding the outbox, just ahead of the sender --------------------------------------------
+
+
+async def feed_ahead(session: AsyncSession, shop: Shop, ahead: int) -> int:
+    """Make pushes from the running campaigns' recipients until ``ahead`` campaign pushes of
+    reachable members wait to be sent (the sender calls this before each pass, so a million
+    recipients become pushes a few hundred at a time). Returns the recipients fed."""
+    return await _feed(session, shop, ahead, top_up=True)
+
+
+async def feed(session: AsyncSession, shop: Shop, limit: int) -> int:
+    """Turn the next ``limit`` recipients of running campaigns (oldest campaign first, by
+    member id) into their pushes and take them off the queue, in one transaction. Returns the
+    recipients fed. Run twice or at once by two, a member's push is still made once: its key."""
+    return await _feed(session, shop, limit, top_up=False)
+
+
+async def _feed(session: AsyncSession, shop: Shop, limit: int, *, top_up: bool) -> int:
+    queued = select(CampaignRecipient.campaign_id).join(
+        Campaign, Campaign.id == CampaignRecipient.campaign_id
+    ).where(Campaign.state == RUNNING).limit(1)
+    async with read_transaction(session):
+        if await session.scalar(queued) is None:
+            return 0
+    now = shop.now()
+    fed = 0
+    async with write_transaction(session):
+        # The campaigns' rows locked (PostgreSQL; SQLite's write is IMMEDIATE): a stop or a
+        # second feeder waits for this one, then finds the recipients gone.
+        running = (
+            await session.execute(
+                select(Campaign.id, Campaign.kind).where(Campaign.state == RUNNING)
+                .order_by(Campaign.id).with_for_update()
+            )
+        ).all()
+        room = limit
+        if top_up and running:
+            waiting = await session.scalar(
+                select(func.count()).select_from(Push)
+                .join(Member, Member.id == Push.member_id)
+                .where(Push.campaign_id.in_([row.id for row in running]),
+                       Push.status == "pending", Member.reachable.is_(True))
+            )
+            room -= int(waiting or 0)
+        for campaign_id, kind in running:
+            if room <= 0:
+                break
+            taken = await _feed_campaign(session, now, campaign_id, kind, room)
+            fed += taken
+            room -= taken
+    return fed
+
+
+async def _feed_campaign(
+    session: AsyncSession, now: datetime, campaign_id: int, kind: str, limit: int
+) -> int:
+    """The campaign's next ``limit`` recipients (by member id) become pushes and leave."""
+    recipient = CampaignRecipient
+    first = (
+        select(recipient.member_id).where(recipient.campaign_id == campaign_id)
+        .order_by(recipient.member_id).limit(limit).subquery()
+    )
+    upto = await session.scalar(select(func.max(first.c.member_id)))
+    if upto is None:
+        return 0
+    batch = and_(recipient.campaign_id == campaign_id, recipient.member_id <= upto)
+    push_kind = SURVEY_KIND if kind == "survey" else PUSH_KIND
+    prefix = f'{{"campaign": {campaign_id}, "variant": "'
+    pushes = select(
+        literal(f"campaign:{campaign_id}:") + cast(recipient.member_id, String),
+        recipient.member_id,
+        literal(push_kind),
+        literal(prefix) + recipient.variant + literal('"}'),
+        literal(True),
+        case((recipient.skipped.is_(True), "skipped"), else_="pending"),
+        literal(0),
+        literal(now, type_=Push.not_before.type),
+        literal(now, type_=Push.created_at.type),
+        case((recipient.skipped.is_(True), "member opted out of marketing"), else_=None),
+        literal(campaign_id),
+    ).where(batch)
+    await session.execute(
+        insert_unless_exists(session, table_of(Push), "key").from_select(
+            ["key", "member_id", "kind", "payload", "marketing", "status", "attempts",
+             "not_before", "created_at", "last_error", "campaign_id"],
+            pushes,
+        )
+    )
+    taken = await session.execute(delete(recipient).where(batch))
+    return int(taken.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # ---- delivery: what the sender asks ------------------------------------------------------
@@ -729,6 +822,14 @@ async def report(session: AsyncSession, shop: Shop, campaign_id: int) -> Campaig
             .group_by(blocked_case)
         )
     }
+    # Recipients not yet fed wait (or were skipped: opted out, or the campaign stopped).
+    for skipped, count in await session.execute(
+        select(CampaignRecipient.skipped, func.count())
+        .where(CampaignRecipient.campaign_id == campaign_id)
+        .group_by(CampaignRecipient.skipped)
+    ):
+        status = "skipped" if skipped else "pending"
+        statuses[status] = statuses.get(status, 0) + int(count)
     used = case((Coupon.status == "used", 1), else_=0)
     by_variant = {
         str(variant): (int(delivered), int(issued), int(used_count or 0), int(granted or 0))

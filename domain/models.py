@@ -577,3 +577,20 @@ class NpsAnswer(Base):
     answered_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     __table_args__ = (CheckConstraint("score BETWEEN 0 AND 10", name="score_range"),)
+
+
+class CampaignRecipient(Base):
+    """A member a running campaign has still to reach: its narrow queue, written set-based at
+    the start (the variant, and ``skipped`` for members who opted out of marketing) and turned
+    into outbox rows a batch at a time just ahead of the sender (domain/campaigns.py ``feed``),
+    which removes them. A stop marks what is left skipped. No foreign keys: a million rows are
+    written by one statement whose ids come from ``members`` and ``campaigns`` themselves."""
+
+    __tablename__ = "campaign_recipients"
+
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    member_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    variant: Mapped[str] = mapped_column(String(1))
+    skipped: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = {"sqlite_with_rowid": False}  # the key is the row: half the writing

@@ -26,6 +26,7 @@ from domain.models import (
     AuditEntry,
     Campaign,
     CampaignDelivery,
+    CampaignRecipient,
     Coupon,
     LedgerEntry,
     Member,
@@ -341,8 +342,10 @@ async def test_two_confirms_racing_in_the_domain(
     assert sorted(results) == [False, True]
     async with app.session_factory() as other:
         assert await campaigns.start_due(other, app.shop) == []
+    # Written as the campaign's recipients; the sender makes their pushes just before sending.
     written = await session.scalar(
-        select(func.count()).select_from(Push).where(Push.campaign_id == campaign_id)
+        select(func.count()).select_from(CampaignRecipient)
+        .where(CampaignRecipient.campaign_id == campaign_id)
     )
     assert written == len(PEOPLE)
 
@@ -497,11 +500,16 @@ async def test_a_scheduled_campaign_can_be_cancelled_and_a_running_one_stopped(
     since = len(fake_telegram.calls)
     await app.sender.deliver_pending()
     assert not any(_texts_to(fake_telegram, user, since) for user in PEOPLE)
-    statuses = dict((await session.execute(
-        select(Push.status, func.count()).where(Push.campaign_id.in_((scheduled, now)))
-        .group_by(Push.status)
-    )).all())
-    assert statuses == {"skipped": len(PEOPLE)}
+    # Stopped before the sender fed it: its recipients are skipped, no push was ever made.
+    stopped = await campaigns.report(session, app.shop, now)
+    assert (stopped.reached, stopped.skipped, stopped.pending, stopped.sent) == (
+        len(PEOPLE), len(PEOPLE), 0, 0
+    )
+    assert (await campaigns.report(session, app.shop, scheduled)).reached == 0
+    pushes = await session.scalar(
+        select(func.count()).select_from(Push).where(Push.campaign_id.in_((scheduled, now)))
+    )
+    assert pushes == 0
     actions = (await session.scalars(select(AuditEntry.action).order_by(AuditEntry.id))).all()
     assert actions.count("campaign.cancel") == 1 and actions.count("campaign.stop") == 1
 

@@ -390,8 +390,9 @@ async def stop(session: AsyncSession, shop: Shop, actor: Actor, campaign_id: int
 async def start_due(session: AsyncSession, shop: Shop, *, resume: bool = False) -> list[int]:
     """Start every planned campaign whose time has come (planned → writing, claimed by one
     conditional UPDATE: whoever else tries finds it taken), write its recipients, and mark it
-    running (the sender's feed then makes its pushes). ``resume`` (at start-up) also finishes writes a stopped process left half done:
-    the keys make a range written twice add nothing. Returns the campaigns written."""
+    running (the sender's feed then makes their pushes). ``resume`` (at start-up) also
+    finishes writes a stopped process left half done: the keys make a range written twice add
+    nothing. Returns the campaigns written."""
     now = shop.now()
     started = []
     due = list(

@@ -593,4 +593,5 @@ class CampaignRecipient(Base):
     variant: Mapped[str] = mapped_column(String(1))
     skipped: Mapped[bool] = mapped_column(Boolean)
 
-    __table_args__ = {"sqlite_with_rowid": False}  # the key is the row: half the writing
+    # The key is the row (no rowid table beside it on SQLite): half the writing.
+    __table_args__ = ({"sqlite_with_rowid": False},)

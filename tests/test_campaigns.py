@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.app import App, create_app
 from bot.middlewares import Throttle
 from bot.scheduler import start_campaigns
+from bot.sender import OutboxSender
 from domain import analytics, campaigns, care
 from domain.audit import Actor
 from domain.analytics import Period
@@ -37,6 +38,7 @@ from domain.models import (
 from domain.program import Program
 from domain.transaction import write_transaction
 from handlers.callbacks import CampaignAction, CampaignEdit, CampaignStep, NpsScore
+from handlers.outbox_signal import OutboxSignal
 from tests.conftest import ADMIN_ID, STAFF_ID, Conversation
 from tests.fake_telegram import FakeTelegram, callback_update, message_update
 
@@ -755,3 +757,95 @@ async def test_the_preview_is_sent_in_each_language_of_the_audience_labelled_for
     shown = _texts_to(fake_telegram, ADMIN_ID, since)
     assert len(shown) == 3 and shown[0].startswith("👀 Preview in Chinese")
     assert "只此一份" in shown[1]
+
+
+# ---- the recipients' queue and the feed --------------------------------------------------
+
+
+async def _start_now(session: AsyncSession, app: App, text: str) -> int:
+    admin = campaigns.Actor(ADMIN_ID, "admin")
+    spec = campaigns.CampaignSpec(variants=[campaigns.Variant(texts={"*": text})])
+    campaign_id = await campaigns.save_draft(session, app.shop, admin, spec)
+    await campaigns.confirm(session, app.shop, admin, campaign_id)
+    assert await campaigns.start_due(session, app.shop) == [campaign_id]
+    return campaign_id
+
+
+async def test_a_stop_midway_sends_nothing_to_the_recipients_not_yet_fed(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram
+) -> None:
+    await _people(chat, session)
+    await app.sender.deliver_pending()
+    campaign_id = await _start_now(session, app, "Midway")
+    # A sender of batches of two feeds four recipients ahead of itself and sends them.
+    small = OutboxSender(
+        app.session_factory, app.bot, app.texts, app.shop, OutboxSignal(), batch_size=2,
+        rich=app.sender.rich,
+    )
+    since = len(fake_telegram.calls)
+    await small.deliver_pending()
+    first = [user for user in PEOPLE if _texts_to(fake_telegram, user, since)]
+    assert first == [7001, 7002, 7003, 7004]
+    midway = await campaigns.report(session, app.shop, campaign_id)
+    assert (midway.reached, midway.sent, midway.pending, midway.skipped) == (10, 4, 5, 1)
+
+    await campaigns.stop(session, app.shop, campaigns.Actor(ADMIN_ID, "admin"), campaign_id)
+    since = len(fake_telegram.calls)
+    await small.deliver_pending()
+    await app.sender.deliver_pending()
+    assert not any(_texts_to(fake_telegram, user, since) for user in PEOPLE)
+    after = await campaigns.report(session, app.shop, campaign_id)
+    assert (after.reached, after.sent, after.pending, after.skipped) == (10, 4, 0, 6)
+
+
+async def test_the_feed_makes_each_members_push_once_run_twice_or_at_once(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram
+) -> None:
+    people = await _people(chat, session)
+    await app.sender.deliver_pending()
+    campaign_id = await _start_now(session, app, "Once")
+
+    async def feed(limit: int) -> int:
+        async with app.session_factory() as own:
+            return await campaigns.feed(own, app.shop, limit)
+
+    fed = await asyncio.gather(feed(len(PEOPLE)), feed(len(PEOPLE)), feed(3))
+    assert sum(fed) == len(PEOPLE)
+    assert await feed(len(PEOPLE)) == 0
+    # A recipient written again after its push was made (a write resumed over a fed range):
+    # it leaves the queue, and no second push is made.
+    async with write_transaction(session):
+        session.add(CampaignRecipient(
+            campaign_id=campaign_id, member_id=people[7001].id, variant="A", skipped=False
+        ))
+    assert await feed(len(PEOPLE)) == 1
+    keys = list(await session.scalars(select(Push.key).where(Push.campaign_id == campaign_id)))
+    await session.rollback()
+    assert len(keys) == len(set(keys)) == len(PEOPLE)
+    since = len(fake_telegram.calls)
+    await app.sender.deliver_pending()
+    await app.sender.deliver_pending()
+    for user, (_, _, marketing) in PEOPLE.items():
+        assert _texts_to(fake_telegram, user, since) == (["Once"] if marketing else []), user
+
+
+async def test_the_report_counts_recipients_not_yet_fed_as_waiting(
+    app: App, chat: Conversation, session: AsyncSession, fake_telegram: FakeTelegram
+) -> None:
+    await _people(chat, session)
+    await app.sender.deliver_pending()
+    campaign_id = await _start_now(session, app, "Soon")
+    line = "Reached 10 · sent 0 · waiting 9 · skipped 1 · failed 0 · blocked 0"
+    await _type(chat, ADMIN_ID, "/campaigns")
+    assert line in _last_text(fake_telegram, ADMIN_ID)
+    async with app.session_factory() as own:
+        assert await campaigns.feed(own, app.shop, 3) == 3  # some pushes made, none sent
+    await _type(chat, ADMIN_ID, "/campaigns")
+    assert line in _last_text(fake_telegram, ADMIN_ID)
+    await app.sender.deliver_pending()
+    await _type(chat, ADMIN_ID, "/campaigns")
+    assert (
+        "Reached 10 · sent 9 · waiting 0 · skipped 1 · failed 0 · blocked 0"
+        in _last_text(fake_telegram, ADMIN_ID)
+    )
+    assert f"No. {campaign_id}" in _last_text(fake_telegram, ADMIN_ID)

@@ -546,7 +546,7 @@ class Campaign(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # stopped or cancelled
-    # Writing the pushes goes by member id ranges; the last id written, for a resumed write.
+    # Writing the recipients goes by member id ranges; the last id written, for a resumed write.
     written_upto: Mapped[int] = mapped_column(Integer, default=0)
     written: Mapped[int] = mapped_column(Integer, default=0)
 

@@ -51,12 +51,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import catalog, coupons, points
+from domain import care, catalog, coupons, points
 from domain.audit import Actor, record
 from domain.errors import DomainError
 from domain.lifecycle import stage_expression
 from domain.models import (
-    CallbackOutcome,
     Campaign,
     CampaignDelivery,
     CampaignRecipient,
@@ -852,21 +851,13 @@ async def report(session: AsyncSession, shop: Shop, campaign_id: int) -> Campaig
     callbacks: dict[str, int] = {}
     if campaign.started_at is not None:
         end = campaign.started_at + timedelta(days=REVENUE_DAYS)
-        callbacks = {
-            str(outcome): int(n)
-            for outcome, n in await session.execute(
-                select(CallbackOutcome.outcome, func.count())
-                .where(
-                    CallbackOutcome.member_id.in_(
-                        select(CampaignDelivery.member_id).where(
-                            CampaignDelivery.campaign_id == campaign_id
-                        )
-                    ),
-                    CallbackOutcome.at >= campaign.started_at, CallbackOutcome.at < end,
-                )
-                .group_by(CallbackOutcome.outcome)
-            )
-        }
+        recipients = select(CampaignDelivery.member_id).where(
+            CampaignDelivery.campaign_id == campaign_id
+        )
+        counts = await care.outcome_counts(
+            session, since=campaign.started_at, until=end, members=recipients
+        )
+        callbacks = {outcome: n for outcome, n in counts.items() if n}
         # Each recipient's own window: from their delivery (a campaign sent over hours or
         # held by quiet hours reaches members on different days) to 14 days after it.
         revenue = int(

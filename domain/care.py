@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import audit, outbox, points
@@ -395,13 +395,17 @@ async def last_outcomes_by_code(session: AsyncSession, codes: list[str]) -> dict
 
 
 async def outcome_counts(
-    session: AsyncSession, *, since: datetime | None = None, until: datetime | None = None
+    session: AsyncSession, *, since: datetime | None = None, until: datetime | None = None,
+    members: Select[int] | None = None,
 ) -> dict[str, int]:
-    """How many calls ended each way (``OUTCOMES``, every one present) in ``[since, until)``:
-    for a campaign's report or the shop's figures."""
+    """How many calls ended each way (``OUTCOMES``, every one present) in ``[since, until)``,
+    to the ``members`` a query selects (all when None): for a campaign's report or the
+    shop's figures."""
     query = select(CallbackOutcome.outcome, func.count(CallbackOutcome.id)).group_by(
         CallbackOutcome.outcome
     )
+    if members is not None:
+        query = query.where(CallbackOutcome.member_id.in_(members))
     if since is not None:
         query = query.where(CallbackOutcome.at >= since)
     if until is not None:

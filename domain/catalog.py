@@ -277,6 +277,23 @@ async def _locked_reward(session: AsyncSession, shop: Shop, key: str) -> Catalog
     return await _locked_reward(session, shop, key)
 
 
+async def _changed(
+    session: AsyncSession, shop: Shop, actor: Actor, row: CatalogReward | CatalogCouponTemplate,
+    subject: str, field: str, value: object, before: object,
+) -> None:
+    """Set one field of a catalog row, raise its version (a confirmation shown before goes
+    stale) and write the audit line, in the caller's transaction."""
+    setattr(row, field, value)
+    row.version += 1
+    row.updated_at = shop.now()
+    kind = subject.partition(":")[0]
+    audit.record(
+        session, actor, f"catalog.{kind}.{field}", shop.now(), subject=subject,
+        before={field: before}, after={field: value},
+    )
+    await session.flush()
+
+
 async def change_reward(
     session: AsyncSession, shop: Shop, actor: Actor, key: str, field: str,
     value: int | str | bool | None,
@@ -302,14 +319,7 @@ async def change_reward(
             )
         else:
             before = getattr(row, field)
-        setattr(row, field, value)
-        row.version += 1
-        row.updated_at = shop.now()
-        audit.record(
-            session, actor, f"catalog.reward.{field}", shop.now(), subject=f"reward:{key}",
-            before={field: before}, after={field: value},
-        )
-        await session.flush()
+        await _changed(session, shop, actor, row, f"reward:{key}", field, value, before)
         return CatalogItem(_reward_of(row), row.paused, row.version)
 
 
@@ -384,15 +394,9 @@ async def change_template(
             await session.flush()
         if field == "value" and row.kind == "percent_off" and not 1 <= int(value) <= 100:
             raise CatalogValueInvalid(field="percent", minimum=1, maximum=100)
-        before = getattr(row, field)
-        setattr(row, field, value)
-        row.version += 1
-        row.updated_at = shop.now()
-        audit.record(
-            session, actor, f"catalog.template.{field}", shop.now(), subject=f"template:{key}",
-            before={field: before}, after={field: value},
+        await _changed(
+            session, shop, actor, row, f"template:{key}", field, value, getattr(row, field)
         )
-        await session.flush()
         return TemplateEntry(_template_of(row), row.paused, row.version)
 
 

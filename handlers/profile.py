@@ -34,7 +34,7 @@ from handlers.editing import edit_in_place
 from handlers.filters import MenuButton
 from handlers.keyboards import back_to_profile, language_picker
 from handlers.language import switch_language
-from handlers.staff import IsStaff, actor_of
+from handlers.staff import IsStaff, actor_of, not_staff
 from handlers.texts import LANGUAGES, Texts
 
 # Telegram's clock and ours may differ a little (and Telegram's dates are whole seconds): only
@@ -334,10 +334,6 @@ async def staff_set_birthday(
     await message.answer(
         texts.render(lang, "profile/setbirthday_done", code=target.code, b=saved)
     )
-
-
-async def not_staff(message: Message, texts: Texts, lang: str) -> None:
-    await message.answer(texts.render(lang, "staff/only"))
 
 
 class _ExportWords:

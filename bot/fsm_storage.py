@@ -68,7 +68,6 @@ class DatabaseStorage(BaseStorage):
         return (None, {}) if row is None else (row[0], json.loads(row[1]))
 
     async def _write(self, key: StorageKey, state: str | None, data: dict[str, Any]) -> None:
-        records = {} if self.shared else await self._all()
         name = self.keys.build(key)
         async with self.session_factory() as session, write_transaction(session):
             if state is None and not data:
@@ -84,6 +83,9 @@ class DatabaseStorage(BaseStorage):
                         insert_unless_exists(session, table_of(FsmRecord), "key")
                         .values(key=name, **values)
                     )
+        if self.shared:  # nothing kept in memory: every read goes to the table
+            return
+        records = await self._all()
         if state is None and not data:
             records.pop(name, None)
         else:

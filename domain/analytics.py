@@ -38,7 +38,6 @@ from sqlalchemy import (
     case,
     func,
     literal,
-    or_,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,6 +60,7 @@ from domain.models import (
 )
 from domain.money import MINOR_PER_UNIT
 from domain.shop import Shop
+from domain.sql import unindexed
 
 CONVERSION_DAYS = 14
 EXPIRING_DAYS = 30
@@ -328,95 +328,157 @@ class _MemberPass:
     outstanding: int = 0
 
 
+def _count_if(condition: ColumnElement[bool]) -> Any:
+    return func.sum(case((condition, 1), else_=0))
+
+
+def _total(column: Any) -> Any:
+    return func.coalesce(func.sum(column), 0)
+
+
+@dataclass(frozen=True)
+class _Cuts:
+    """The instants the lifecycle figures compare a member's last activity with."""
+
+    start: datetime
+    end: datetime
+    dormant: datetime  # inactive since before this at the start: lapsed
+    churn: datetime  # ... since before this: churned at the start
+    churn_end: datetime  # last active before this, at the end: churned by then
+
+    def flags(self, created: Any, before: Any, latest: Any) -> list[ColumnElement[bool]]:
+        """Lapsed at the start, churned at the start, churned within the period: a member's
+        last activity before the start is ``before``, before the end ``latest`` (the join
+        date when there was no order)."""
+        existed = created < utc(self.start)
+        return [
+            and_(existed, before < utc(self.dormant)),
+            and_(existed, before < utc(self.churn)),
+            and_(latest >= utc(self.churn), latest < utc(self.churn_end)),
+        ]
+
+
 async def _member_pass(
     session: AsyncSession, shop: Shop, period: Period, start: datetime, end: datetime
 ) -> _MemberPass:
-    """One pass over the members, each joined with the aggregate of their orders (up to the
-    period's end) and of their check-ins in the period."""
+    """Three set-based reads, each only over the rows it needs: the members by tier, stage
+    and status (figures that hang on the join date, as if nobody had bought); the members
+    with orders in the churn window up to the period's end, correcting those figures by
+    their orders; and the members who checked in during the period.
+
+    Orders older than the churn window decide nothing that the join date does not: a member
+    without an order since then was already churned (and lapsed) at the start."""
     rules = shop.program.lifecycle
-    in_period = and_(Order.occurred_at >= utc(start), Order.occurred_at < utc(end))
-    orders = (
-        select(
-            Order.member_id.label("member_id"),
-            func.sum(case((in_period, 1), else_=0)).label("n"),
-            func.sum(case((in_period, Order.amount), else_=0)).label("amount"),
-            func.sum(case((in_period, Order.coupon_discount), else_=0)).label("coupon"),
-            func.sum(case((in_period, Order.offset), else_=0)).label("offset"),
-            func.sum(case((in_period, Order.paid), else_=0)).label("paid"),
-            func.max(case((Order.occurred_at < utc(start), Order.occurred_at))).label("before"),
-            func.max(Order.occurred_at).label("last"),
-        )
-        # Orders older than the churn window decide nothing that the join date does not:
-        # a member without an order since then was already churned (or lapsed) at the start.
-        .where(
-            Order.occurred_at >= utc(start - timedelta(days=rules.churned_days)),
-            Order.occurred_at < utc(end),
-        )
-        .group_by(Order.member_id)
-        .subquery()
+    cuts = _Cuts(
+        start=start, end=end,
+        dormant=start - timedelta(days=rules.dormant_days),
+        churn=start - timedelta(days=rules.churned_days),
+        churn_end=end - timedelta(days=rules.churned_days),
     )
-    checkins = (
-        select(
-            CheckIn.member_id.label("member_id"),
-            func.count().label("n"),
-            func.max(CheckIn.streak).label("streak"),
-        )
-        .where(CheckIn.day >= period.first, CheckIn.day <= period.last)
-        .group_by(CheckIn.member_id)
-        .subquery()
-    )
-    before = func.coalesce(orders.c.before, Member.created_at)
-    latest = func.coalesce(orders.c.last, Member.created_at)
-    dormant_cut = utc(start - timedelta(days=rules.dormant_days))
-    churn_cut = utc(start - timedelta(days=rules.churned_days))
-    existed = Member.created_at < utc(start)
-    lapsed = and_(existed, before < dormant_cut)
-    churned_at_start = and_(existed, before < churn_cut)
-    churned_now = and_(
-        latest >= churn_cut, latest < utc(end - timedelta(days=rules.churned_days))
-    )
-    bought = func.coalesce(orders.c.n, 0) > 0
-    streak = func.coalesce(checkins.c.streak, 0)
-
-    def count_if(condition: ColumnElement[bool]) -> Any:
-        return func.sum(case((condition, 1), else_=0))
-
-    def total(column: Any) -> Any:
-        return func.coalesce(func.sum(column), 0)
-
-    query = (
+    joined = Member.created_at
+    as_if_idle = cuts.flags(joined, joined, joined)
+    found = _MemberPass()
+    members = (
         select(
             Member.tier, Member.stage, Member.status,
             func.count(),
-            count_if(Member.created_at >= utc(start)),
-            count_if(and_(Member.stage_since >= period.first, Member.stage_since <= period.last)),
-            total(orders.c.n), total(orders.c.amount), total(orders.c.coupon),
-            total(orders.c.offset), total(orders.c.paid),
-            count_if(bought), count_if(func.coalesce(orders.c.n, 0) >= 2),
-            count_if(existed), count_if(churned_at_start), count_if(churned_now),
-            count_if(lapsed), count_if(and_(lapsed, bought)),
-            count_if(or_(bought, checkins.c.n.is_not(None))),
-            total(checkins.c.n), count_if(checkins.c.n.is_not(None)),
-            *(
-                count_if(and_(streak >= low, streak <= high) if high else streak >= low)
-                for low, high in STREAK_BUCKETS
-            ),
-            total(case((Member.points_balance > 0, Member.points_balance), else_=0)),
+            _count_if(joined >= utc(start)),
+            _count_if(and_(Member.stage_since >= period.first, Member.stage_since <= period.last)),
+            _count_if(joined < utc(start)),
+            *(_count_if(flag) for flag in as_if_idle),
         )
-        .select_from(Member)
-        .outerjoin(orders, orders.c.member_id == Member.id)
-        .outerjoin(checkins, checkins.c.member_id == Member.id)
-        .where(Member.created_at < utc(end))
+        # Nearly every member joined before the end: read the groups' index, not the date's.
+        .where(unindexed(joined) < utc(end))
         .group_by(Member.tier, Member.stage, Member.status)
     )
-    found = _MemberPass()
-    for row in (await session.execute(query)).all():
-        tier, stage, status, count, new, moved, *rest = row
-        (n, amount, coupon, offset, paid, buyers, repeat, existed_n, churned_start, churned,
-         lapsed_n, reactivated, active, checkin_n, checkin_members, *tail) = (
-            int(v or 0) for v in rest
+    for row in (await session.execute(members)).all():
+        tier, stage, status, *figures = row
+        if status == "deleted":
+            continue
+        count, new, moved, existed, lapsed, churned_start, churned = (
+            int(v or 0) for v in figures
         )
-        *streaks, outstanding = tail
+        found.total += count
+        found.new += new
+        found.tiers[tier] += count
+        found.stages[stage] += count
+        found.moves[stage] += moved
+        found.existed_at_start += existed
+        found.lapsed += lapsed
+        found.churned_at_start += churned_start
+        found.churned += churned
+    found.outstanding = int(
+        await session.scalar(
+            select(_total(Member.points_balance)).where(
+                Member.points_balance > 0, Member.status != "deleted",
+                unindexed(joined) < utc(end),
+            )
+        )
+        or 0
+    )
+    await _orders_pass(session, cuts, as_if_idle, found)
+    await _checkins_pass(session, period, start, end, found)
+    return found
+
+
+async def _orders_pass(
+    session: AsyncSession, cuts: _Cuts, as_if_idle: list[ColumnElement[bool]],
+    found: _MemberPass,
+) -> None:
+    """The period's sales by tier, and the lifecycle figures of the members who bought within
+    the churn window: their orders replace the join date the members' read assumed."""
+    start, end = cuts.start, cuts.end
+    # Two per-member aggregates, each plain: the period's sums, and the last order before
+    # the start and before the end over the churn window (a CASE in every sum costs more
+    # than the second pass). Sorting the orders beats walking the member index with a
+    # table read per order.
+    sums = (
+        select(
+            Order.member_id.label("member_id"),
+            func.count().label("n"),
+            func.sum(Order.amount).label("amount"),
+            func.sum(Order.coupon_discount).label("coupon"),
+            func.sum(Order.offset).label("offset"),
+            func.sum(Order.paid).label("paid"),
+        )
+        .where(Order.occurred_at >= utc(start), Order.occurred_at < utc(end))
+        .group_by(unindexed(Order.member_id))
+        .subquery()
+    )
+    lasts = (
+        select(
+            Order.member_id.label("member_id"),
+            func.max(case((Order.occurred_at < utc(start), Order.occurred_at))).label("before"),
+            func.max(Order.occurred_at).label("last"),
+        )
+        .where(Order.occurred_at >= utc(cuts.churn), Order.occurred_at < utc(end))
+        .group_by(unindexed(Order.member_id))
+        .subquery()
+    )
+    joined = Member.created_at
+    real = cuts.flags(
+        joined, func.coalesce(lasts.c.before, joined), func.coalesce(lasts.c.last, joined)
+    )
+    bought = sums.c.n.is_not(None)
+    rows = await session.execute(
+        select(
+            Member.tier, Member.status,
+            _total(sums.c.n), _total(sums.c.amount), _total(sums.c.coupon),
+            _total(sums.c.offset), _total(sums.c.paid),
+            _count_if(bought), _count_if(sums.c.n >= 2), _count_if(and_(real[0], bought)),
+            *(_count_if(flag) for flag in real),
+            *(_count_if(flag) for flag in as_if_idle),
+        )
+        .select_from(lasts)
+        .join(Member, Member.id == lasts.c.member_id)
+        .outerjoin(sums, sums.c.member_id == lasts.c.member_id)
+        .where(joined < utc(end))
+        .group_by(Member.tier, Member.status)
+    )
+    for tier, status, *figures in rows.all():
+        n, amount, coupon, offset, paid, buyers, repeat, reactivated, *flags = (
+            int(v or 0) for v in figures
+        )
         # Orders of members who left still count as sales; the members themselves do not.
         found.orders += n
         found.gross += amount
@@ -429,23 +491,60 @@ async def _member_pass(
         found.repeat += repeat
         if status == "deleted":
             continue
-        found.total += int(count)
-        found.new += int(new or 0)
-        found.tiers[tier] += int(count)
-        found.stages[stage] += int(count)
-        found.moves[stage] += int(moved or 0)
-        found.existed_at_start += existed_n
+        lapsed, churned_start, churned = (a - b for a, b in zip(flags[:3], flags[3:], strict=True))
+        found.lapsed += lapsed
         found.churned_at_start += churned_start
         found.churned += churned
-        found.lapsed += lapsed_n
         found.reactivated += reactivated
-        found.active += active
-        found.checkins += checkin_n
-        found.checkin_members += checkin_members
-        for index, members in enumerate(streaks):
-            found.streaks[index] += members
-        found.outstanding += outstanding
-    return found
+        found.active += buyers
+
+
+async def _checkins_pass(
+    session: AsyncSession, period: Period, start: datetime, end: datetime, found: _MemberPass
+) -> None:
+    """Check-ins of the period: how many, by whom, their streaks, and the members active by
+    a check-in alone (no order in the period)."""
+    checkins = (
+        select(
+            CheckIn.member_id.label("member_id"),
+            func.count().label("n"),
+            func.max(CheckIn.streak).label("streak"),
+        )
+        .where(CheckIn.day >= period.first, CheckIn.day <= period.last)
+        .group_by(CheckIn.member_id)
+        .subquery()
+    )
+    bought = (
+        select(Order.id)
+        .where(
+            Order.member_id == checkins.c.member_id,
+            Order.occurred_at >= utc(start), Order.occurred_at < utc(end),
+        )
+        .exists()
+    )
+    streak = checkins.c.streak
+    rows = await session.execute(
+        select(
+            Member.status, _total(checkins.c.n), func.count(), _count_if(~bought),
+            *(
+                _count_if(and_(streak >= low, streak <= high) if high else streak >= low)
+                for low, high in STREAK_BUCKETS
+            ),
+        )
+        .select_from(checkins)
+        .join(Member, Member.id == checkins.c.member_id)
+        .where(Member.created_at < utc(end))
+        .group_by(Member.status)
+    )
+    for status, *figures in rows.all():
+        if status == "deleted":
+            continue
+        checkins_n, members, only_checked_in, *streaks = (int(v or 0) for v in figures)
+        found.checkins += checkins_n
+        found.checkin_members += members
+        found.active += only_checked_in
+        for index, count in enumerate(streaks):
+            found.streaks[index] += count
 
 
 async def growth_thresholds(session: AsyncSession, shop: Shop, members: int) -> list[int | None]:

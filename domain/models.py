@@ -113,6 +113,7 @@ class Member(Base):
         Index("ix_members_plus", "plus_state", "plus_until"),
         Index("ix_members_birthday", "birthday_month", "birthday_day"),
         Index("ix_members_created_at", "created_at"),
+        Index("ix_members_groups", "tier", "stage", "status", "stage_since", "created_at"),
     )
 
     @property
@@ -187,7 +188,9 @@ class GrowthEntry(Base):
     idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_growth_member_time", "member_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_growth_member_window", "member_id", "occurred_at", "source", "amount"),
+    )
 
 
 class TierChange(Base):

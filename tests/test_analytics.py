@@ -151,3 +151,39 @@ async def test_the_red_line_watch_counts_the_cost_like_the_report(
     assert light.period == FEBRUARY
     assert light.cost == dataclasses.replace(full.cost, benefits=[])
     assert light.cost.total > 0 and light.cost.revenue > 0  # the history has both
+
+
+async def test_members_who_left_and_members_active_twice(
+    session: AsyncSession, shop: Shop, clock: FixedClock
+) -> None:
+    """The report's three reads must agree on who counts: D, who bought in February and then
+    left, stays in the sales and leaves every member figure; A, who bought and also checked
+    in, is one active member, not two."""
+    from domain import checkin
+    from domain.models import Member
+    from domain.privacy import erase_member
+    from tests.analytics_history import local
+
+    history = await build_history(session, shop, clock)
+    clock.set(local(2026, 2, 16, 12))
+    await checkin.check_in(session, shop, history.ids["A"])
+    clock.set(local(2026, 3, 1))
+    leaver = await session.get(Member, history.ids["D"])
+    assert leaver is not None
+    assert await erase_member(session, shop, leaver, reason=None)
+    found = await build_report(session, shop, FEBRUARY)
+    await session.commit()
+
+    assert (found.members.total, found.members.new) == (5, 2)
+    assert [(t.key, t.members) for t in found.members.tiers] == [
+        ("member", 4), ("silver", 0), ("gold", 1), ("black_gold", 0),
+    ]
+    assert found.lifecycle.stages == {"new": 2, "active": 2, "dormant": 0, "churned": 1}
+    assert (found.lifecycle.lapsed_at_start, found.lifecycle.reactivated) == (2, 1)
+    assert (found.lifecycle.churned, found.lifecycle.churn_rate) == (1, Decimal("50.0"))
+    # A and C bought, E checked in; A's check-in adds no one.
+    assert (found.lifecycle.monthly_active, found.lifecycle.active_share) == (3, Decimal("60.0"))
+    assert (found.engagement.checkins, found.engagement.checkin_members) == (4, 2)
+    # D's order stays a sale, under the tier D had.
+    assert (found.sales.orders, found.sales.gross, found.sales.buyers) == (4, 63000, 3)
+    assert [(t.key, t.orders) for t in found.members.tiers][1] == ("silver", 1)

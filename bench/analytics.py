@@ -1,6 +1,8 @@
 """The monthly report on a large shop: bench/generate.py's members (1,000,000 by default)
 with orders and ledger over 13 months, reported for the last complete month through
-domain.analytics.build_report, against one plain scan of the ledger in the same run.
+domain.analytics.build_report, against one plain scan of the ledger in the same run (best
+of three before and three after). For information it also times the plain reads that any
+exact report over these tables must make: their sum is the floor of the ratio.
 
 Goals: under 10 s, under 5x the plain scan, peak RSS under 300 MB. The data set is generated
 in a child process (its memory is not this one's) and kept for the next run.
@@ -48,11 +50,18 @@ async def run(path: Path) -> tuple[float, float, object, float, float]:
         clock=FixedClock(datetime(2026, 3, 10, 2, 0, tzinfo=UTC)),
         tz=ZoneInfo("Asia/Shanghai"),
     )
-    async with factory() as session:
-        started = time.perf_counter()
-        await session.execute(text("SELECT count(*), sum(amount) FROM ledger_entries"))
-        scan = time.perf_counter() - started
+    async def ledger_scan() -> float:
+        """The plain scan, best of three (the first also opens the connection)."""
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            await session.execute(text("SELECT count(*), sum(amount) FROM ledger_entries"))
+            best = min(best, time.perf_counter() - started)
         await session.commit()
+        return best
+
+    async with factory() as session:
+        scan = await ledger_scan()
         period = Period.month_of(date.fromisoformat(TODAY), back=1)
         started = time.perf_counter()
         report = await build_report(session, shop, period)
@@ -61,28 +70,40 @@ async def run(path: Path) -> tuple[float, float, object, float, float]:
         rss = peak_rss_mib()
         floor = await unavoidable_reads(session, shop, period)
         await session.commit()
+        scan = min(scan, await ledger_scan())  # before and after the report: a load that
+        # came or went in between does not tilt the ratio
     await engine.dispose()
     return scan, took, report, floor, rss
 
 
+def _naive(instant: datetime) -> str:
+    return instant.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+
+
 async def unavoidable_reads(session: AsyncSession, shop: Shop, period: Period) -> float:
-    """For information: the two per-member reads no exact report over these tables can skip,
-    each in its leanest form: every buyer's last order over the churn window (the lifecycle
-    figures), and every member's 12-month growth (the 1:10 thresholds)."""
+    """For information: the reads no exact report over these tables can skip, each in its
+    leanest form (one aggregate, no figure worked out): every buyer's last order over the
+    churn window (lifecycle), every member's 12-month growth (the 1:10 thresholds), the
+    members counted by tier, stage and status (from their covering index), and the period's
+    ledger by kind (points)."""
     start, end = period.bounds(shop)
     churn = start - timedelta(days=shop.program.lifecycle.churned_days)
     window = months_before(shop.now(), shop.program.tier_rules.window_months)
+    reads = [
+        ("SELECT count(*), max(last) FROM (SELECT member_id, max(occurred_at) AS last "
+         "FROM orders WHERE occurred_at >= :a AND occurred_at < :b GROUP BY +member_id)",
+         {"a": _naive(churn), "b": _naive(end)}),
+        ("SELECT count(*), max(g) FROM (SELECT member_id, sum(amount) AS g "
+         "FROM growth_entries WHERE occurred_at > :a GROUP BY member_id)",
+         {"a": _naive(window)}),
+        ("SELECT tier, stage, status, count(*) FROM members GROUP BY tier, stage, status", {}),
+        ("SELECT kind, sum(amount) FROM ledger_entries "
+         "WHERE created_at >= :a AND created_at < :b GROUP BY kind",
+         {"a": _naive(start), "b": _naive(end)}),
+    ]
     started = time.perf_counter()
-    await session.execute(
-        text("SELECT count(*), max(last) FROM (SELECT member_id, max(occurred_at) AS last "
-             "FROM orders WHERE occurred_at >= :a AND occurred_at < :b GROUP BY +member_id)"),
-        {"a": churn.replace(tzinfo=None).isoformat(" "), "b": end.replace(tzinfo=None).isoformat(" ")},
-    )
-    await session.execute(
-        text("SELECT count(*), max(g) FROM (SELECT member_id, sum(amount) AS g "
-             "FROM growth_entries WHERE occurred_at > :a GROUP BY member_id)"),
-        {"a": window.replace(tzinfo=None).isoformat(" ")},
-    )
+    for sql, params in reads:
+        await session.execute(text(sql), params)
     return time.perf_counter() - started
 
 
@@ -112,9 +133,9 @@ def main() -> None:
           f"points earned {r.points.earned:,} spent {r.points.spent:,}")  # type: ignore[attr-defined]
     print(f"plain ledger scan: {scan:.2f} s; monthly report: {took:.2f} s; "
           f"ratio {took / scan:.1f}x; peak RSS {rss:.0f} MiB")
-    print(f"for information: the two per-member reads any exact report needs (last order per "
-          f"buyer over the churn window, 12-month growth per member) alone: {floor:.2f} s, "
-          f"{floor / scan:.1f}x the scan")
+    print(f"for information: the plain reads any exact report needs (last order per buyer "
+          f"over the churn window, 12-month growth per member, members by tier and stage, the "
+          f"period's ledger by kind) alone: {floor:.2f} s, {floor / scan:.1f}x the scan")
     ratio = took / scan if scan else float("inf")
     print(f"goal analytics_s: {took:.2f} (target <= 10) {'met' if took <= 10 else 'not met'}")
     print(f"goal analytics_scan_ratio: {ratio:.1f} (target <= 5) "

@@ -158,7 +158,7 @@ def create_app(
         if settings.webhook_url else None
     )
     scheduler = AsyncIOScheduler(timezone=settings.tz)
-    notifier = AdminNotifier(bot, texts, settings.admin_ids, session_factory)
+    notifier = AdminNotifier(texts, shop, settings.admin_ids, session_factory, outbox_signal)
     schedule_jobs(scheduler, session_factory, shop, outbox_signal, notifier)
     schedule_campaigns(scheduler, session_factory, shop, outbox_signal)
     http = create_http_app(

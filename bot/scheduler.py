@@ -93,13 +93,15 @@ async def run_scheduled(
         await record_run(session, shop, job, occasion, finished=None)
     assert job.run is not None
     report = await job.run(session_factory, shop, day, False)
+    # Queued before the run counts as finished: a crash in between runs the job again, and
+    # the notices' keys keep the second writing from doubling them.
+    if report.notices and notify is not None:
+        await notify(report.notices)
     async with session_factory() as session:
         await record_run(session, shop, job, occasion, finished=report)
     log.info("%s", report.summary())
     if report.written:
         outbox_signal.wake()
-    if report.notices and notify is not None:
-        await notify(report.notices)
     return report
 
 

@@ -25,6 +25,12 @@ What Telegram answers
       seconds (at most an hour); after ``MAX_ATTEMPTS`` the push ``failed`` with the reason;
     * other refusals (400, 404: chat not found, text refused): ``failed`` at once, with it.
 
+Admins' messages
+    The monthly report and the red-line alert go to admins, who need not be members: they
+    wait in their own outbox (``admin_messages``, bot/admin_notices.py). Each pass delivers
+    them first, outside quiet hours, at the same pace and with the same answers to Telegram's
+    errors (a 403 only fails the message: an admin is not a member to mark unreachable).
+
 Campaigns
     A running campaign's recipients wait in their own narrow queue; each pass first turns the
     next of them into pushes, so that two batches of campaign pushes wait
@@ -87,7 +93,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.replies import OUTBOX_SEND
 from domain import campaigns
 from domain.jobs import QUIET_END, QUIET_START, next_morning
-from domain.models import Member, Push
+from domain.models import AdminMessage, Member, Push
 from domain.shop import Shop
 from domain.transaction import read_transaction, write_transaction
 from handlers.outbox_signal import OutboxSignal
@@ -300,7 +306,8 @@ class OutboxSender:
         quiet hours are not counted."""
         async with self._pass:
             await self._feed_campaigns()
-            handled = await self._settle_undeliverable()
+            handled = await self._deliver_admin_messages()
+            handled += await self._settle_undeliverable()
             queue: asyncio.Queue[_Due | None] = asyncio.Queue(maxsize=self.batch_size)
             counts = [0] * self.workers
             blocked: set[int] = set()
@@ -338,6 +345,79 @@ class OutboxSender:
                 .where(Push.claimed_by == self.claimant, Push.status == "pending")
                 .values(claimed_by=None, claimed_until=None)
             )
+
+    async def _deliver_admin_messages(self) -> int:
+        """The admins' outbox (bot/admin_notices.py), a few messages a month, before the
+        members' pushes and at the same pace; outside quiet hours only. A 429 pauses the
+        sender and leaves the rest for the next pass; a refusal for good fails the message;
+        anything else is tried again later, as for pushes."""
+        now = self.shop.now()
+        if in_quiet_hours(self.shop, now):
+            return 0
+        handled = 0
+        async with self.session_factory() as session:
+            async with read_transaction(session):
+                due = (await session.execute(
+                    select(AdminMessage.id, AdminMessage.chat_id, AdminMessage.body,
+                           AdminMessage.attempts)
+                    .where(AdminMessage.status == "pending", AdminMessage.not_before <= now)
+                    .order_by(AdminMessage.id)
+                    .limit(self.batch_size)
+                )).all()
+            for message_id, chat_id, text, attempts in due:
+                try:
+                    outcome = await self._send_to_admin(chat_id, text, attempts)
+                except _Stopped:
+                    break
+                if outcome is None:  # flood control: paused, and the rest waits
+                    break
+                async with write_transaction(session):
+                    await session.execute(
+                        update(AdminMessage)
+                        .where(AdminMessage.id == message_id, AdminMessage.status == "pending")
+                        .values(**outcome)
+                    )
+                handled += 1
+        return handled
+
+    async def _send_to_admin(
+        self, chat_id: int, text: str, attempts: int
+    ) -> dict[str, Any] | None:
+        """One admin message through the limiter: the columns to record, or None after a 429."""
+        gate = self.limiter.chat(chat_id)
+        async with gate.lock:
+            wait = gate.last_sent + self.limiter.chat_interval - time.monotonic()
+            if wait > 0:
+                await self._sleep(wait)
+            await self.limiter.slot(self._sleep)
+            marked = OUTBOX_SEND.set(True)
+            try:
+                await self.bot.send_message(chat_id, text)
+            except TelegramRetryAfter as exc:
+                log.warning("flood control: pausing %s s", exc.retry_after)
+                self.limiter.pause(exc.retry_after)
+                return None
+            except (TelegramForbiddenError, TelegramBadRequest, TelegramNotFound) as exc:
+                return {"status": "failed", "last_error": exc.message[:255]}
+            except Exception as exc:  # network, timeout, 5xx: try again later
+                return self._retry_later(attempts, exc)
+            finally:
+                OUTBOX_SEND.reset(marked)
+                self.limiter.answered()
+                gate.last_sent = time.monotonic()
+        return {"status": "sent", "sent_at": self.shop.now()}
+
+    def _retry_later(self, attempts: int, exc: Exception) -> dict[str, Any]:
+        """What to record after a passing error: one more attempt and a backoff of
+        2^attempts seconds (at most an hour), or ``failed`` after the last attempt."""
+        attempts += 1
+        reason = (str(exc) or type(exc).__name__)[:255]
+        if attempts >= self.max_attempts:
+            return {"status": "failed", "attempts": attempts, "last_error": reason}
+        backoff = timedelta(seconds=min(2**attempts, MAX_BACKOFF_SECONDS))
+        return {
+            "attempts": attempts, "last_error": reason, "not_before": self.shop.now() + backoff,
+        }
 
     # ------------------------------------------------------------------ selection
 
@@ -534,17 +614,7 @@ class OutboxSender:
                 session, due.push_id, status="failed", last_error=exc.message[:255]
             )
         except Exception as exc:  # network, timeout, 5xx: try again later
-            attempts = due.attempts + 1
-            reason = (str(exc) or type(exc).__name__)[:255]
-            if attempts >= self.max_attempts:
-                return await self._record(
-                    session, due.push_id, status="failed", attempts=attempts, last_error=reason
-                )
-            backoff = timedelta(seconds=min(2**attempts, MAX_BACKOFF_SECONDS))
-            return await self._record(
-                session, due.push_id, attempts=attempts, last_error=reason,
-                not_before=self.shop.now() + backoff,
-            )
+            return await self._record(session, due.push_id, **self._retry_later(due.attempts, exc))
         finally:
             gate.last_sent = time.monotonic()
         kind = self.rich.get(due.kind)

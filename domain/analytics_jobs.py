@@ -25,7 +25,7 @@ async def run_monthly_report(
         report = await build_report(session, shop, period)
         await session.commit()
     job = JobReport("monthly_report", today.strftime("%Y-%m"), dry_run)
-    job.notices.append(AdminNotice("monthly_report", report))
+    job.notices.append(AdminNotice("monthly_report", report, job.occasion))
     return job
 
 
@@ -46,7 +46,7 @@ async def run_red_line_alert(
         await session.commit()
         if not report.cost.over:
             return job
-        job.notices.append(AdminNotice("red_line_alert", report))
+        job.notices.append(AdminNotice("red_line_alert", report, month))
         if dry_run:
             return job
         async with write_transaction(session):

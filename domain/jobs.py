@@ -44,12 +44,13 @@ class PlannedPush:
 
 @dataclass(frozen=True)
 class AdminNotice:
-    """A message for every admin (who may not be a member, so it has no outbox row): the
-    template under stats/ and what it shows. The bot sends it after the job's run; job_runs
-    makes the run, and so the notice, once per occasion."""
+    """A message for every admin (who may not be a member, so it is not a push): the
+    template under stats/, what it shows, and the occasion it is for. The bot queues it in
+    the admins' outbox before the job's run is recorded, once per admin and occasion."""
 
     template: str  # "monthly_report" | "red_line_alert"
     report: Any  # domain.analytics.Report
+    occasion: str  # e.g. the month: one message per admin and occasion
 
 
 @dataclass

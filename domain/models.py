@@ -319,6 +319,32 @@ class Push(Base):
     )
 
 
+class AdminMessage(Base):
+    """The outbox of the shop's news for its admins (the monthly report, the red-line alert):
+    admins need not be members, so these are not pushes. Rendered when written, in the
+    admin's language; the key makes each one unique per notice, occasion and admin."""
+
+    __tablename__ = "admin_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # pending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (
+        Index(
+            "ix_admin_messages_pending", "not_before",
+            sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+
 class CheckIn(Base):
     """One check-in per member and local day, with the streak it makes."""
 

@@ -9,6 +9,7 @@ import io
 import json
 import struct
 from contextlib import redirect_stdout
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,8 +22,7 @@ from bot.report_cli import report_command
 from bot.scheduler import run_scheduled
 from domain.analytics import Period
 from domain.clock import FixedClock
-from domain.jobs import AdminNotice
-from domain.models import Member
+from domain.models import AdminMessage, Member
 from domain.shop import Shop
 from handlers import charts
 from handlers.callbacks import StatsView
@@ -39,6 +39,11 @@ STRANGER = 4999
 async def _last_month(chat: Conversation, session: AsyncSession, shop: Shop, clock: FixedClock) -> None:
     await build_history(session, shop, clock)
     clock.set(local(2026, 3, 1, 12))  # "last month" is February
+
+
+def _to_admin(chat: Conversation) -> list[Any]:
+    """Messages to the admin (the outbox also delivers the history's pushes to members)."""
+    return [c for c in chat.fake.calls_of("sendMessage") if c.params["chat_id"] == str(ADMIN_ID)]
 
 
 def _texts(chat: Conversation, method: str = "sendMessage") -> list[str]:
@@ -203,16 +208,65 @@ async def test_monthly_report_reaches_every_admin_once(
 ) -> None:
     await build_history(session, shop, clock)
     clock.set(local(2026, 3, 1, 9))
-    sent: list[AdminNotice] = []
     for _ in range(2):
         await run_scheduled("monthly_report", app.session_factory, shop, app.sender.signal,
                             notify=app.notifier)
-    messages = chat.fake.calls_of("sendMessage")
-    assert [m.params["chat_id"] for m in messages] == [str(ADMIN_ID)]
+        await app.sender.deliver_pending()
+    messages = _to_admin(chat)
+    assert len(messages) == 1 and not messages[0].failed
     text = messages[0].params["text"]
     assert text.startswith("🗓 <b>Monthly report</b>\n1 Feb 2026 – 28 Feb 2026")
     assert "Revenue: CN¥580.00 from 4 orders" in text
-    assert not sent
+
+
+async def test_admin_notices_outlive_telegram_errors_and_reruns(
+    app: App, chat: Conversation, session: AsyncSession, shop: Shop, clock: FixedClock
+) -> None:
+    """The monthly report waits in the admins' outbox: a 429 and a 5xx from Telegram delay it,
+    a job run again (a crash before its run was recorded) does not double it, and the admin
+    gets it exactly once."""
+    await build_history(session, shop, clock)
+    clock.set(local(2026, 3, 1, 9))
+    chat.fake.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1,
+                        chat_id=ADMIN_ID)
+    chat.fake.fail_next("sendMessage", 500, "Internal Server Error", chat_id=ADMIN_ID)
+    report = await run_scheduled("monthly_report", app.session_factory, shop, app.sender.signal,
+                                 notify=app.notifier)
+    assert report is not None
+    assert await app.notifier(report.notices) == 0  # the same notices again: nothing new
+    await app.sender.deliver_pending()  # 429: paused, still waiting
+    await app.sender.deliver_pending()  # 500: tried again in 2 s by the shop's clock
+    await app.sender.deliver_pending()  # not due yet
+    assert [c.failed for c in _to_admin(chat)] == [True, True]
+    clock.set(local(2026, 3, 1, 9) + timedelta(seconds=3))
+    await app.sender.deliver_pending()
+    await app.sender.deliver_pending()
+    calls = _to_admin(chat)
+    assert [c.failed for c in calls] == [True, True, False]
+    assert calls[-1].params["text"].startswith("🗓 <b>Monthly report</b>")
+    row = (await session.execute(
+        select(AdminMessage.status, AdminMessage.attempts, AdminMessage.key)
+    )).one()
+    assert row == ("sent", 1, f"monthly_report:2026-03:{ADMIN_ID}")
+
+
+async def test_an_admin_who_blocked_the_bot_does_not_hold_up_the_others(
+    app: App, chat: Conversation, session: AsyncSession, shop: Shop, clock: FixedClock
+) -> None:
+    await build_history(session, shop, clock)
+    clock.set(local(2026, 3, 1, 9))
+    others = sorted(app.notifier.admin_ids)
+    app.notifier.admin_ids = frozenset({*others, 9100})
+    chat.fake.fail_next("sendMessage", 403, "Forbidden: bot was blocked by the user",
+                        chat_id=min(app.notifier.admin_ids))
+    await run_scheduled("monthly_report", app.session_factory, shop, app.sender.signal,
+                        notify=app.notifier)
+    await app.sender.deliver_pending()
+    statuses = dict((await session.execute(
+        select(AdminMessage.chat_id, AdminMessage.status)
+    )).all())
+    first, *rest = sorted(app.notifier.admin_ids)
+    assert statuses == {first: "failed", **{admin: "sent" for admin in rest}}
 
 
 async def test_red_line_alert_once_a_month(
@@ -224,7 +278,8 @@ async def test_red_line_alert_once_a_month(
         clock.set(local(2026, 2, day, 20))
         await run_scheduled("red_line_alert", app.session_factory, shop, app.sender.signal,
                             notify=app.notifier)
-    alerts = _texts(chat)
+        await app.sender.deliver_pending()
+    alerts = [c.params["text"] for c in _to_admin(chat)]
     assert len(alerts) == 1
     assert alerts[0].startswith("⚠️ <b>Benefit cost is over the red line</b>\n"
                                 "1 Feb 2026 – 21 Feb 2026: ")
@@ -233,7 +288,8 @@ async def test_red_line_alert_once_a_month(
     clock.set(local(2026, 3, 2, 20))
     await run_scheduled("red_line_alert", app.session_factory, shop, app.sender.signal,
                         notify=app.notifier)
-    assert len(_texts(chat)) == 1
+    await app.sender.deliver_pending()
+    assert len(_to_admin(chat)) == 1
 
 
 async def test_report_on_the_command_line(

@@ -137,6 +137,8 @@ class LedgerEntry(Base):
     idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
+    __table_args__ = (Index("ix_ledger_period", "created_at", "kind", "amount"),)
+
 
 class PointsLot(Base):
     """Points earned together, expiring together. Spending draws earliest-expiring first."""

@@ -30,9 +30,11 @@ def upgrade() -> None:
         ["member_id", "occurred_at", "source", "amount"],
     )
     op.drop_index("ix_growth_member_time", table_name="growth_entries")
+    op.create_index("ix_ledger_period", "ledger_entries", ["created_at", "kind", "amount"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_ledger_period", table_name="ledger_entries")
     op.create_index("ix_growth_member_time", "growth_entries", ["member_id", "occurred_at"])
     op.drop_index("ix_growth_member_window", table_name="growth_entries")
     op.drop_index("ix_members_groups", table_name="members")

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from bot.sqlite_driver import one_trip_dbapi
 from domain.transaction import SINGLE_READ_OPTIONS, WRITE_OPTIONS, queue_writers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -44,6 +45,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if is_sqlite:
         _prepare_sqlite_path(url)
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        if make_url(url).get_driver_name() == "aiosqlite":
+            kwargs.setdefault("module", one_trip_dbapi())  # one driver trip per statement
     if make_url(url).database not in (None, "", ":memory:"):
         for setting, value in (SQLITE_POOL if is_sqlite else SERVER_POOL).items():
             kwargs.setdefault(setting, value)

@@ -5,6 +5,12 @@ SQLAlchemy's aiosqlite adapter makes up to four trips to the driver's thread for
 of the event loop, fought for under the GIL. Here one function runs all four in the driver's
 thread and hands back the rows: a till order went from ~37 hand-offs to ~11 (issue 12).
 Server-side cursors (streaming results) keep the library's own adapter.
+
+A brief write transaction (``domain.transaction.write_transaction(brief=True)``: a till order, a
+few short statements) goes further: once BEGIN IMMEDIATE holds the write lock (a trip: it may
+wait for another process's writer), its statements run on the caller's thread, where nothing
+can make them wait; COMMIT is a trip again (it may checkpoint the WAL). Long statements (the
+daily jobs' batches) never run that way: they would hold the event loop.
 """
 
 from __future__ import annotations
@@ -86,12 +92,18 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     def _trip(self, operation: Any, parameters: Any, many: bool) -> None:
         driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
         try:
-            self._description, rows, self._rowcount, self._lastrowid = await_(
-                driver._execute(  # type: ignore[no-untyped-call]
-                    _run, driver._conn, operation, parameters, many
+            if adapted.inline:  # the write lock is held: nothing here can wait
+                self._description, rows, self._rowcount, self._lastrowid = _run(
+                    driver._conn, operation, parameters, many
                 )
-            )
+            else:
+                self._description, rows, self._rowcount, self._lastrowid = await_(
+                    driver._execute(  # type: ignore[no-untyped-call]
+                        _run, driver._conn, operation, parameters, many
+                    )
+                )
         except Exception as error:
             self._adapt_connection._handle_exception(error)
         self._rows = deque(rows)
@@ -104,8 +116,22 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    __slots__ = ("inline",)
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        # Set by the engine's "begin" hook once a brief write transaction holds the write
+        # lock; the transaction's end clears it.
+        self.inline = False
+
+    def commit(self) -> None:
+        self.inline = False
+        super().commit()
+
+    def rollback(self) -> None:
+        self.inline = False
+        super().rollback()
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):

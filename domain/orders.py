@@ -203,7 +203,7 @@ async def place_order(
     digest = _order_fingerprint(shop, request)
 
     async def attempt() -> Outcome[OrderReceipt]:
-        async with write_transaction(session):
+        async with write_transaction(session, brief=True):
             try:
                 buyer = await spending.identify_buyer(session, shop, request.member)
                 _check_spend_proof(request, buyer)
@@ -455,7 +455,7 @@ async def refund_order(
     digest = fingerprint(shop, {"order_id": order_id, "amount": amount})
 
     async def attempt() -> Outcome[RefundReceipt]:
-        async with write_transaction(session):
+        async with write_transaction(session, brief=True):
             existing = await session.scalar(select(Refund).where(Refund.refund_id == refund_id))
             if existing is not None:
                 if not digest.matches(existing.request_hash):

@@ -4,8 +4,10 @@ Builds the whole application with ``bot.app.create_app`` on a fresh SQLite datab
 (the project's default engine settings: WAL, synchronous=NORMAL, busy timeout, BEGIN IMMEDIATE
 for writes) or, with ``DATABASE_URL`` / ``--database-url`` set to a ``postgresql+asyncpg://``
 URL, on that PostgreSQL database (WHICH IT EMPTIES); registers members (untimed), and serves
-``App.http`` with the project's ``EmbeddedServer`` (uvicorn) on a loopback port inside this
-process, as ``bot.app.run`` does.
+``App.http`` with the project's ``EmbeddedServer`` (uvicorn, ``bot.http.server_config``: the
+project's connection-capped protocol) on a loopback port inside this process, as
+``bot.app.run`` does, with logging as ``python -m bot`` sets it (INFO, one line per request)
+written to a file in the work directory.
 
 * **orders/s** -- N ``POST /api/v1/orders`` (distinct order ids, random members, amounts
   1.00..500.00, some redeeming points the member is sure to have: those name the member by a
@@ -22,12 +24,21 @@ process, as ``bot.app.run`` does.
   database. SQLite: ``sqlite3``, one connection, WAL + synchronous=NORMAL, ``BEGIN IMMEDIATE``,
   transactions one after the other. PostgreSQL: ``asyncpg``, 8 connections (``--raw-clients``)
   each running transactions one after the other.
+* **ceiling req/s** (for information) -- the same client, the same bodies, against a bare
+  FastAPI route on another port of this process (same server config) that validates the
+  project's own request model and answers a canned receipt through the same response model:
+  no middleware, no auth, no database. The most this HTTP stack allows on this machine; when
+  it is itself under a goal's share of the raw rate, no database work can meet that goal.
+* **CPU per order** -- user + system CPU (``getrusage``, all threads) of the server process
+  and of the client process over each timed part, divided by the orders: the client runs on
+  the same cores, and what it burns is not available to the server.
 * **commits/s** (for reference) -- M tiny write transactions through the project's stack, one
   after the other: ``write_transaction`` + one INSERT into a scratch table + COMMIT, through an
   engine from ``bot.db.create_engine`` and a fresh session each, like a request.
 
-The three alternate (orders, raw, commits; ``--rounds`` times) and the best of each is
-reported. Also: SQL statements per order (counted with a ``before_cursor_execute`` listener),
+The four alternate (orders, ceiling, raw, commits; ``--rounds`` times) and the best of each
+is reported; ``--profile FILE`` runs cProfile on the server's loop thread during the orders
+rounds (slowing them) and prints its top. Also: SQL statements per order (counted with a ``before_cursor_execute`` listener),
 p50/p99 order latency, and how long orders waited at the in-process SQLite writer gate
 (``domain.transaction.queue_writers``). At the end the ledger invariant is checked, and one
 ``goal ...`` line per goal of issue 12 is printed.
@@ -37,6 +48,7 @@ Usage::
     python bench/orders.py [--quick] [--orders 2000] [--raw 20000] [--commits 2000]
                            [--concurrency 8] [--members 200] [--rounds 2]
                            [--client process|inprocess] [--database-url URL]
+                           [--profile FILE]
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ A brief write transaction (``domain.transaction.write_transaction(brief=True)``:
 few short statements) goes further: once BEGIN IMMEDIATE holds the write lock (a trip: it may
 wait for another process's writer), its statements run on the caller's thread, where nothing
 can make them wait; COMMIT is a trip again (it may checkpoint the WAL). Long statements (the
-daily jobs' batches) never run that way: they would hold the event loop.
+daily jobs' batches) never run that way: they would hold the event loop. Inside a brief
+transaction, go through the ``AsyncSession``: ``AsyncConnection.execute`` insists that the driver
+awaited something and refuses a statement that ran inline (``AwaitRequired``).
 """
 
 from __future__ import annotations

@@ -101,14 +101,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         options = connection.get_execution_options()
+        dbapi_connection = connection.connection.dbapi_connection
+        one_trip = dbapi_connection if isinstance(dbapi_connection, OneTripConnection) else None
+        if one_trip is not None:  # never inherited: SQLite may have ended the last one itself
+            one_trip.inline = False
         if options.get(single_key):
             return  # one statement: atomic by itself in SQLite's autocommit mode
         mode = "IMMEDIATE" if options.get(write_key) else "DEFERRED"
         connection.exec_driver_sql(f"BEGIN {mode}")
-        if options.get(brief_key):  # the write lock is held: run the rest inline
-            dbapi_connection = connection.connection.dbapi_connection
-            if isinstance(dbapi_connection, OneTripConnection):
-                dbapi_connection.inline = True
+        if one_trip is not None and options.get(brief_key):  # the write lock is held
+            one_trip.inline = True  # so the rest runs on this thread
 
 
 def _skip_idle_ends(engine: AsyncEngine) -> None:

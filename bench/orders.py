@@ -4,8 +4,10 @@ Builds the whole application with ``bot.app.create_app`` on a fresh SQLite datab
 (the project's default engine settings: WAL, synchronous=NORMAL, busy timeout, BEGIN IMMEDIATE
 for writes) or, with ``DATABASE_URL`` / ``--database-url`` set to a ``postgresql+asyncpg://``
 URL, on that PostgreSQL database (WHICH IT EMPTIES); registers members (untimed), and serves
-``App.http`` with the project's ``EmbeddedServer`` (uvicorn) on a loopback port inside this
-process, as ``bot.app.run`` does.
+``App.http`` with the project's ``EmbeddedServer`` (uvicorn, ``bot.http.server_config``: the
+project's connection-capped protocol) on a loopback port inside this process, as
+``bot.app.run`` does, with logging as ``python -m bot`` sets it (INFO, one line per request)
+written to a file in the work directory.
 
 * **orders/s** -- N ``POST /api/v1/orders`` (distinct order ids, random members, amounts
   1.00..500.00, some redeeming points the member is sure to have: those name the member by a
@@ -22,12 +24,21 @@ process, as ``bot.app.run`` does.
   database. SQLite: ``sqlite3``, one connection, WAL + synchronous=NORMAL, ``BEGIN IMMEDIATE``,
   transactions one after the other. PostgreSQL: ``asyncpg``, 8 connections (``--raw-clients``)
   each running transactions one after the other.
+* **ceiling req/s** (for information) -- the same client, the same bodies, against a bare
+  FastAPI route on another port of this process (same server config) that validates the
+  project's own request model and answers a canned receipt through the same response model:
+  no middleware, no auth, no database. The most this HTTP stack allows on this machine; when
+  it is itself under a goal's share of the raw rate, no database work can meet that goal.
+* **CPU per order** -- user + system CPU (``getrusage``, all threads) of the server process
+  and of the client process over each timed part, divided by the orders: the client runs on
+  the same cores, and what it burns is not available to the server.
 * **commits/s** (for reference) -- M tiny write transactions through the project's stack, one
   after the other: ``write_transaction`` + one INSERT into a scratch table + COMMIT, through an
   engine from ``bot.db.create_engine`` and a fresh session each, like a request.
 
-The three alternate (orders, raw, commits; ``--rounds`` times) and the best of each is
-reported. Also: SQL statements per order (counted with a ``before_cursor_execute`` listener),
+The four alternate (orders, ceiling, raw, commits; ``--rounds`` times) and the best of each
+is reported; ``--profile FILE`` runs cProfile on the server's loop thread during the orders
+rounds (slowing them) and prints its top. Also: SQL statements per order (counted with a ``before_cursor_execute`` listener),
 p50/p99 order latency, and how long orders waited at the in-process SQLite writer gate
 (``domain.transaction.queue_writers``). At the end the ledger invariant is checked, and one
 ``goal ...`` line per goal of issue 12 is printed.
@@ -37,19 +48,24 @@ Usage::
     python bench/orders.py [--quick] [--orders 2000] [--raw 20000] [--commits 2000]
                            [--concurrency 8] [--members 200] [--rounds 2]
                            [--client process|inprocess] [--database-url URL]
+                           [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import logging
 import os
 import platform
+import pstats
 import random
+import resource
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,6 +105,7 @@ class ClientResult:
     replayed: int = 0
     redeemed_orders: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # the client's own CPU (user + system) during the timed part
 
 
 async def drive_orders(
@@ -177,11 +194,19 @@ async def drive_orders(
                         result.failures += 1
                 available[code] += int(answer["points_earned"])
 
+        cpu_before = process_cpu()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.elapsed = time.perf_counter() - started
+        result.cpu_seconds = process_cpu() - cpu_before
     result.statuses = dict(statuses)
     return result
+
+
+def process_cpu() -> float:
+    """CPU seconds (user + system, all threads) this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def client_main(spec_path: str) -> None:
@@ -305,24 +330,39 @@ async def issue_spend_codes(
 
 
 async def run_orders_round(
-    base_url: str, session_factory: Any, counter: SqlCounter, *, args: argparse.Namespace,
-    round_no: int, workdir: Path, shop: Any,
+    base_url: str, session_factory: Any, counter: SqlCounter | None, *,
+    args: argparse.Namespace, round_no: int, workdir: Path, shop: Any,
+    profiler: cProfile.Profile | None = None, label: str = "B",
 ) -> tuple[ClientResult, dict[str, float]]:
-    """One round of orders; also the application's SQL counts during the timed part."""
+    """One round of orders; also the application's SQL counts during the timed part and the
+    server process's CPU seconds (``server_cpu``; all its threads, the driver's included)."""
     members = await member_balances(session_factory)
     spend_codes = await issue_spend_codes(session_factory, shop, SPEND_CODES_PER_MEMBER)
-    prefix, seed = f"B{round_no}", 1000 + round_no
+    prefix, seed = f"{label}{round_no}", 1000 + round_no
     before: dict[str, float] = {}
+
+    def start() -> None:
+        before.update(counter.start() if counter is not None else {})
+        before["server_cpu"] = process_cpu()
+        if profiler is not None:
+            profiler.enable()
+
+    def stop() -> dict[str, float]:
+        if profiler is not None:
+            profiler.disable()
+        cpu = process_cpu() - before.pop("server_cpu")
+        return (counter.delta(before) if counter is not None else {}) | {"server_cpu": cpu}
+
     if args.client == "inprocess":
         async def ready() -> None:
-            before.update(counter.start())
+            start()
 
         result = await drive_orders(
             base_url, members, count=args.orders, concurrency=args.concurrency,
             prefix=prefix, seed=seed, spend_codes=spend_codes, ready=ready,
         )
-        return result, counter.delta(before)
-    spec = workdir / f"client-{round_no}.json"
+        return result, stop()
+    spec = workdir / f"client-{label}{round_no}.json"
     spec.write_text(json.dumps({
         "base_url": base_url, "members": members, "count": args.orders,
         "concurrency": args.concurrency, "prefix": prefix, "seed": seed,
@@ -335,17 +375,57 @@ async def run_orders_round(
     assert process.stdin is not None and process.stdout is not None
     line = await process.stdout.readline()
     if line.strip() == b"ready":
-        before.update(counter.start())
+        start()
         process.stdin.write(b"go\n")
         await process.stdin.drain()
-    out, err = await process.communicate()
-    if process.returncode != 0 or not before:
+    out = await process.stdout.readline()  # the result: the timed part is over
+    after = stop() if "server_cpu" in before else {}
+    rest, err = await process.communicate()
+    if process.returncode != 0 or not after:
         raise RuntimeError(
             f"client process failed ({process.returncode}):\n{line.decode()}{out.decode()}"
-            f"{err.decode()[-3000:]}"
+            f"{rest.decode()}{err.decode()[-3000:]}"
         )
-    after = counter.delta(before)
-    return ClientResult(**json.loads(out.decode().strip().splitlines()[-1])), after
+    return ClientResult(**json.loads(out.decode())), after
+
+
+# --------------------------------------------------------------------------------------------
+# The ceiling: the same client against a route that validates the same body, no database.
+# --------------------------------------------------------------------------------------------
+
+
+def ceiling_app(program: Any) -> Any:
+    """A bare FastAPI app: ``POST /api/v1/orders`` validates the project's own request model
+    (the program's amount rule and redeem step) and answers a canned receipt through the same
+    response model; nothing else (no middleware, no auth, no database). What this stack can
+    do at best on this machine, for information."""
+    from fastapi import FastAPI
+
+    from handlers.api import AmountRule, OrderIn, OrderOut, _redeem_points
+
+    model = AmountRule.of(program).for_model(OrderIn, redeem_points=_redeem_points(program))
+    canned = {
+        "order_id": "", "member_code": "K7QM-4PZJ", "amount": "1.00", "coupon_code": None,
+        "coupon_discount": "0.00", "points_redeemed": 0, "points_offset": "0.00",
+        "to_pay": "1.00", "points_earned": 0, "growth_earned": 1, "balance": 0,
+        "tier": "silver", "previous_tier": "silver", "tier_changed": False,
+        "next_tier": "gold", "growth_to_next_tier": 100,
+        "occurred_at": "2025-01-01T00:00:00+00:00",
+    }
+    app = FastAPI()
+
+    async def post_order(body: OrderIn) -> dict[str, Any]:
+        # The client checks these two against what it sent; the rest is canned.
+        return canned | {"order_id": body.order_id, "points_redeemed": body.redeem_points}
+
+    post_order.__annotations__["body"] = model
+    app.post("/api/v1/orders", status_code=201, response_model=OrderOut)(post_order)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
 
 
 async def run_commits_round(engine: Any, count: int, round_no: int, concurrency: int = 1) -> float:
@@ -618,17 +698,23 @@ def goal(name: str, value: float, op: str, target: float, digits: int) -> str:
 
 
 async def main(args: argparse.Namespace) -> int:
-    import uvicorn
     from sqlalchemy import text
 
     from bot.app import create_app
     from bot.db import create_engine, migrate
-    from bot.http import EmbeddedServer
+    from bot.http import EmbeddedServer, server_config
+    from bot.logs import configure_logging
     from bot.settings import Settings
     from domain.members import TelegramProfile, register
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     workdir_handle = tempfile.TemporaryDirectory(prefix="bench-orders-")
     workdir = Path(workdir_handle.name)
+    # Logging as `python -m bot` sets it up (INFO: one line per till request, secrets
+    # redacted), into a file in the work directory instead of stderr.
+    logging.basicConfig(
+        level=logging.INFO, filename=workdir / "bench.log",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    configure_logging([BOT_TOKEN, POS_TOKEN])
     postgres = args.database_url is not None
     db_path = workdir / "companion.db"
     url = args.database_url or f"sqlite+aiosqlite:///{db_path}"
@@ -648,12 +734,15 @@ async def main(args: argparse.Namespace) -> int:
     counter = SqlCounter(app.engine)
     gate = counter.gate
     commit_engine = create_engine(url)
-    server = EmbeddedServer(
-        uvicorn.Config(
-            app.http, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-        )
-    )
+    # As bot.app.run serves it: the project's protocol (connection cap, header deadline).
+    server = EmbeddedServer(server_config(app.http, "127.0.0.1", port))
     serving = asyncio.create_task(server.serve(), name="http")
+    ceiling_port = free_port()
+    ceiling_server = EmbeddedServer(
+        server_config(ceiling_app(app.shop.program), "127.0.0.1", ceiling_port)
+    )
+    ceiling_serving = asyncio.create_task(ceiling_server.serve(), name="ceiling")
+    profiler = cProfile.Profile() if args.profile else None
     exit_code = 0
     try:
         # Members, untimed.
@@ -673,14 +762,19 @@ async def main(args: argparse.Namespace) -> int:
             ))
         setup_seconds = time.perf_counter() - setup_started
         for _ in range(500):
-            if server.started:
+            if server.started and ceiling_server.started:
                 break
-            if serving.done():
-                serving.result()
+            for task in (serving, ceiling_serving):
+                if task.done():
+                    task.result()
             await asyncio.sleep(0.01)
         else:
             raise RuntimeError("the HTTP server did not start")
         base_url = f"http://127.0.0.1:{port}"
+        ceiling_url = f"http://127.0.0.1:{ceiling_port}"
+        ceiling_rates: list[float] = []
+        cpu_ms: dict[str, list[float]] = {"server": [], "client": [], "ceiling server": [],
+                                          "ceiling client": []}
 
         order_rates: list[float] = []
         raw_rates: list[float] = []
@@ -692,7 +786,7 @@ async def main(args: argparse.Namespace) -> int:
         for round_no in range(1, args.rounds + 1):
             result, sql = await run_orders_round(
                 base_url, app.session_factory, counter, args=args, round_no=round_no,
-                workdir=workdir, shop=app.shop,
+                workdir=workdir, shop=app.shop, profiler=profiler,
             )
             if result.failures or result.replayed:
                 print(f"ABORT: round {round_no}: {result.failures} failed orders, "
@@ -711,10 +805,32 @@ async def main(args: argparse.Namespace) -> int:
                 ))
             redeemed += result.redeemed_orders
             per_order = {k: v / result.orders for k, v in sql.items()}
+            cpu_ms["server"].append(sql["server_cpu"] * 1000 / result.orders)
+            cpu_ms["client"].append(result.cpu_seconds * 1000 / result.orders)
             print(f"  round {round_no}: orders  {result.orders:6d} in {result.elapsed:6.2f} s "
                   f"= {rate:8.1f} orders/s  (all 201; {result.redeemed_orders} redeemed points; "
                   f"p50 {percentile(result.latencies_ms, 0.5):.1f} ms, "
-                  f"p99 {percentile(result.latencies_ms, 0.99):.1f} ms)", flush=True)
+                  f"p99 {percentile(result.latencies_ms, 0.99):.1f} ms; CPU per order: "
+                  f"server {cpu_ms['server'][-1]:.2f} ms, client {cpu_ms['client'][-1]:.2f} ms)",
+                  flush=True)
+
+            result, sql = await run_orders_round(
+                ceiling_url, app.session_factory, None, args=args, round_no=round_no,
+                workdir=workdir, shop=app.shop, label="C",
+            )
+            if result.failures:
+                print(f"ABORT: ceiling round {round_no}: {result.failures} failed; "
+                      f"{result.first_failures[:2]}")
+                return 1
+            ceiling_rates.append(result.orders / result.elapsed)
+            cpu_ms["ceiling server"].append(sql["server_cpu"] * 1000 / result.orders)
+            cpu_ms["ceiling client"].append(result.cpu_seconds * 1000 / result.orders)
+            print(f"  round {round_no}: ceiling {result.orders:6d} in {result.elapsed:6.2f} s "
+                  f"= {ceiling_rates[-1]:8.1f} req/s     (canned answer, no database; "
+                  f"p50 {percentile(result.latencies_ms, 0.5):.1f} ms, "
+                  f"p99 {percentile(result.latencies_ms, 0.99):.1f} ms; CPU per request: "
+                  f"server {cpu_ms['ceiling server'][-1]:.2f} ms, "
+                  f"client {cpu_ms['ceiling client'][-1]:.2f} ms)", flush=True)
 
             prefix = f"R{round_no}"
             if postgres:
@@ -770,8 +886,18 @@ async def main(args: argparse.Namespace) -> int:
             print("baseline: sqlite3, one connection (WAL, synchronous=NORMAL, BEGIN "
                   "IMMEDIATE), minimal order transactions one after the other, scratch tables "
                   "in the same file")
-        print(f"server: uvicorn EmbeddedServer on 127.0.0.1 in this process; client: {client}; "
+        print(f"server: uvicorn EmbeddedServer on 127.0.0.1 in this process (server_config, "
+              f"as bot.app.run; logging at INFO into a file); client: {client}; "
               f"concurrency {args.concurrency} in flight")
+        print("ceiling: the same client against a bare FastAPI route (same server config) that "
+              "validates the same request model and answers a canned receipt: no middleware, "
+              "no auth, no database")
+        print("CPU per order, median of rounds (getrusage, all threads of the process): "
+              + ", ".join(f"{name} {statistics.median(values):.2f} ms"
+                          for name, values in cpu_ms.items()))
+        if args.client == "process":
+            print(f"  the client shares the machine's {os.cpu_count()} CPUs with the server: "
+                  "its CPU time is taken from the same cores")
         write_label = "BEGIN IMMEDIATE" if not postgres else "BEGIN"
         print(f"per order (app engine, last round): {per_order['immediate']:.2f} write "
               f"transactions, {per_order['deferred']:.2f} read transactions, "
@@ -799,8 +925,21 @@ async def main(args: argparse.Namespace) -> int:
         print(f"stack commits/s = {best_commits:.1f}   (rounds: "
               f"{', '.join(f'{r:.1f}' for r in commit_rates)}; one INSERT per write_transaction"
               f", {commit_mode}; for reference)")
+        best_ceiling = max(ceiling_rates)
+        print(f"ceiling req/s = {best_ceiling:8.1f}   (rounds: "
+              f"{', '.join(f'{r:.1f}' for r in ceiling_rates)}; validate + canned answer)")
         print(f"orders / raw tx = {best_orders / best_raw:.3f};  orders / stack commits = "
               f"{best_orders / best_commits:.2f}")
+        print(f"ceiling / raw tx = {best_ceiling / best_raw:.3f} (for information: the most "
+              f"this HTTP stack allows against this baseline);  orders / ceiling = "
+              f"{best_orders / best_ceiling:.2f}")
+        if profiler is not None:
+            stats = pstats.Stats(profiler)
+            stats.dump_stats(args.profile)
+            print(f"\nprofile of the server process's loop thread over the orders rounds "
+                  f"(figures above are slowed by it) -> {args.profile}")
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats(40)
         print()
         expected_orders = args.orders * args.rounds
         if total_orders != expected_orders:
@@ -824,8 +963,8 @@ async def main(args: argparse.Namespace) -> int:
             print(goal("orders_sqlite_ratio", ratio, ">=", 0.10, 3))
             print(goal("orders_sqlite_p99_ms", percentile(latencies, 0.99), "<=", 50, 1))
     finally:
-        server.should_exit = True
-        await asyncio.gather(serving, return_exceptions=True)
+        server.should_exit = ceiling_server.should_exit = True
+        await asyncio.gather(serving, ceiling_serving, return_exceptions=True)
         await commit_engine.dispose()
         await app.close()
         workdir_handle.cleanup()
@@ -867,6 +1006,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a postgresql+asyncpg:// URL (default $DATABASE_URL): run on that database, "
              "WHICH IS EMPTIED; without it, a fresh SQLite file",
     )
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile the server's loop during the orders rounds, save to FILE")
     parser.add_argument("--client-spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL

@@ -17,7 +17,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from domain.transaction import SINGLE_READ_OPTIONS, WRITE_OPTIONS, queue_writers
+from bot.sqlite_driver import OneTripConnection, one_trip_dbapi
+from domain.transaction import (
+    BRIEF_WRITE_OPTIONS,
+    SINGLE_READ_OPTIONS,
+    WRITE_OPTIONS,
+    queue_writers,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -43,7 +49,13 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     is_sqlite = make_url(url).get_backend_name() == "sqlite"
     if is_sqlite:
         _prepare_sqlite_path(url)
-        kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        # Not bound to the driver's thread: a brief write runs its statements inline.
+        kwargs.setdefault(
+            "connect_args",
+            {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        )
+        if make_url(url).get_driver_name() == "aiosqlite":
+            kwargs.setdefault("module", one_trip_dbapi())  # one driver trip per statement
     if make_url(url).database not in (None, "", ":memory:"):
         for setting, value in (SQLITE_POOL if is_sqlite else SERVER_POOL).items():
             kwargs.setdefault(setting, value)
@@ -83,15 +95,22 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.close()
 
     write_key = next(iter(WRITE_OPTIONS))
+    brief_key = next(iter(BRIEF_WRITE_OPTIONS.keys() - WRITE_OPTIONS.keys()))
     single_key = next(iter(SINGLE_READ_OPTIONS))
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         options = connection.get_execution_options()
+        dbapi_connection = connection.connection.dbapi_connection
+        one_trip = dbapi_connection if isinstance(dbapi_connection, OneTripConnection) else None
+        if one_trip is not None:  # never inherited: SQLite may have ended the last one itself
+            one_trip.inline = False
         if options.get(single_key):
             return  # one statement: atomic by itself in SQLite's autocommit mode
         mode = "IMMEDIATE" if options.get(write_key) else "DEFERRED"
         connection.exec_driver_sql(f"BEGIN {mode}")
+        if one_trip is not None and options.get(brief_key):  # the write lock is held
+            one_trip.inline = True  # so the rest runs on this thread
 
 
 def _skip_idle_ends(engine: AsyncEngine) -> None:

@@ -120,11 +120,14 @@ class TillGuard:
         body = await self.checked_body(headers, receive, send)
         if body is None:
             return
-        try:
-            await asyncio.wait_for(self.slots.acquire(), SLOT_WAIT_SECONDS)
-        except TimeoutError:
-            await _answer(send, 503, "busy", "the till API is busy, try again shortly")
-            return
+        if not self.slots.locked():
+            await self.slots.acquire()  # a slot is free: no timer, no task (most requests)
+        else:
+            try:
+                await asyncio.wait_for(self.slots.acquire(), SLOT_WAIT_SECONDS)
+            except TimeoutError:
+                await _answer(send, 503, "busy", "the till API is busy, try again shortly")
+                return
         try:
             await self.app(scope, _replay(body, receive), send)
         finally:

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import card_code
 from domain.errors import DomainError, MemberFrozen, MemberNotFound
-from domain.growth import GrowthTotal, total_of, window_sums
+from domain.growth import BEHAVIOUR, PURCHASE, GrowthTotal, total_of, window_start
 from domain.member_code import check_character, new_code, normalize_code, normalize_member_code
 from domain.members import DELETED, FROZEN, find_member
-from domain.models import Member, SpendCode
+from domain.models import GrowthEntry, Member, SpendCode
 from domain.phone import normalize_phone
 from domain.shop import Shop
 from domain.transaction import write_transaction
@@ -193,6 +193,33 @@ _BUYER_COLUMNS = (
 )
 
 
+def _window_sum(source: str) -> Any:
+    """The member's growth of ``source`` over the tier window (``window_sums``' sum), with the
+    window's ends as bound parameters."""
+    return (
+        select(func.coalesce(func.sum(GrowthEntry.amount), 0))
+        .where(
+            GrowthEntry.member_id == Member.__table__.c.id, GrowthEntry.source == source,
+            GrowthEntry.occurred_at > bindparam("window_start"),
+            GrowthEntry.occurred_at <= bindparam("window_end"),
+        )
+        .scalar_subquery()
+    )
+
+
+# Built once: an order's lookup is then neither built nor keyed again (issue 12).
+_BUYER = select(
+    *_BUYER_COLUMNS, _window_sum(PURCHASE), _window_sum(BEHAVIOUR)
+).with_for_update(key_share=True, of=Member)
+_BUYER_BY_SPEND_CODE = (
+    _BUYER.add_columns(SpendCode.used_at, SpendCode.expires_at)
+    .join(SpendCode, SpendCode.member_id == Member.id)
+    .where(SpendCode.code == bindparam("lookup"))
+)
+_BUYER_BY_CODE = _BUYER.where(Member.code == bindparam("lookup"))
+_BUYER_BY_PHONE = _BUYER.where(Member.phone == bindparam("lookup"))
+
+
 async def identify_buyer(
     session: AsyncSession, shop: Shop, query: str, *, field: str = "member"
 ) -> Buyer:
@@ -202,17 +229,13 @@ async def identify_buyer(
     Refuses as ``identify`` does; a frozen member raises MemberFrozen."""
     if card_code.looks_like_card_code(query):
         query = card_code.member_code_of(shop, query, field=field)
-    purchase, behaviour = window_sums(shop, Member.__table__.c.id, shop.now())
-    base = select(*_BUYER_COLUMNS, purchase, behaviour).with_for_update(key_share=True, of=Member)
+    end = shop.now()
+    window = {"window_start": window_start(shop, end), "window_end": end}
     spend_code = normalize_spend_code(query)
     row: Any = None
     if spend_code is not None:
         row = (
-            await session.execute(
-                base.add_columns(SpendCode.used_at, SpendCode.expires_at)
-                .join(SpendCode, SpendCode.member_id == Member.id)
-                .where(SpendCode.code == spend_code)
-            )
+            await session.execute(_BUYER_BY_SPEND_CODE, {"lookup": spend_code, **window})
         ).one_or_none()
         now = shop.now()
         if row is None or row.status == DELETED:
@@ -224,11 +247,15 @@ async def identify_buyer(
     else:
         code = normalize_member_code(query)
         if code is not None:
-            row = (await session.execute(base.where(Member.code == code))).one_or_none()
+            row = (
+                await session.execute(_BUYER_BY_CODE, {"lookup": code, **window})
+            ).one_or_none()
         if row is None:
             phone = normalize_phone(query, shop.phone_region)
             if phone is not None:
-                row = (await session.execute(base.where(Member.phone == phone))).one_or_none()
+                row = (
+                    await session.execute(_BUYER_BY_PHONE, {"lookup": phone, **window})
+                ).one_or_none()
         if row is None or row.status == DELETED:
             raise MemberNotFound(query=query)
     if row.status == FROZEN:

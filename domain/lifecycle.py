@@ -150,7 +150,11 @@ def _stage_offer(stage: str, kind: str, template: str):  # type: ignore[no-untyp
         if not ranges:
             return
         entering = or_(
-            and_(Member.stage == stage, Member.stage_since == today, or_(*ranges)),
+            # (The stage re-checked row by row: the index to use here is the day.)
+            and_(
+                Member.stage == stage, Member.stage_since == today,
+                stage_expression(shop, today) == stage,
+            ),
             *(and_(Member.stage.in_(_other_stages(stage)), due) for due in ranges),
         )
         query = _columns().where(

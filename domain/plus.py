@@ -438,7 +438,13 @@ async def run_expiry(
                 rows = (
                     await session.execute(
                         select(Member.id, Member.plus_state, Member.plus_until)
-                        .where(over).order_by(Member.id).limit(500).with_for_update()
+                        .where(
+                            over,
+                            # The due ids by ix_members_plus first: ORDER BY id LIMIT over
+                            # the filter itself walks every member in id order on SQLite.
+                            Member.id.in_(select(Member.id).where(over).limit(500)),
+                        )
+                        .order_by(Member.id).with_for_update()
                     )
                 ).all()
                 if not rows or dry_run:

@@ -394,7 +394,7 @@ EXPIRY_BATCH = 10_000  # lots a transaction: well under a second, so a till wait
 
 
 async def due_lots(
-    session: AsyncSession, *, on: date, size: int = EXPIRY_BATCH
+    session: AsyncSession, *, on: date, size: int | None = None
 ) -> list[list[int]]:
     """The lots due to expire on ``on`` (last day before it, points left), read once from the
     live-lots index, in batches of ``size`` ordered by member then lot: a batch writes the
@@ -408,11 +408,12 @@ async def due_lots(
         )
     ).all()
     ids = [lot_id for _member_id, lot_id in sorted(rows)]
+    size = size or EXPIRY_BATCH
     return [ids[start:start + size] for start in range(0, len(ids), size)]
 
 
 async def expire_due(
-    session: AsyncSession, shop: Shop, *, on: date, batch: int = EXPIRY_BATCH
+    session: AsyncSession, shop: Shop, *, on: date, batch: int | None = None
 ) -> int:
     """Expire every lot whose last day is before ``on`` (local date), in the caller's write
     transaction. Returns the number of lots expired. The daily job commits after each batch

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain import members
+from domain import members, points
 from domain.clock import FixedClock
 from domain.lifecycle import evaluate_stages
-from domain.models import Member, Push
+from domain.errors import InsufficientPoints
+from domain.models import LedgerEntry, Member, PointsLot, Push
 from domain.schedule import run_job
 from domain.shop import Shop
 from domain.transaction import write_transaction
+from tests.test_concurrency import _books, race
 
 TODAY = date(2026, 3, 10)
 EARLIER = date(2026, 1, 1)
@@ -109,3 +112,66 @@ async def test_a_dry_run_finds_the_offers_the_run_would_make(
         ("churned_winback", "M2"), ("dormant_wakeup", "M1"),
     ]
     assert (await _stages(session))[1] == ("active", EARLIER)
+
+
+async def test_expiry_in_batches_while_tills_earn_and_spend_keeps_every_book(
+    session_factory: async_sessionmaker[AsyncSession], shop: Shop, clock: FixedClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The expiry reads its due lots once and writes them a batch a transaction; tills that
+    earn and spend for the same members meanwhile (really overlapping on PostgreSQL) lose
+    nothing: each lot expires what it still holds when its batch runs, and every book holds."""
+    clock.set(datetime.combine(TODAY, time(0, 5), tzinfo=shop.tz))
+    monkeypatch.setattr(points, "EXPIRY_BATCH", 3)
+    ids = []
+    for n in range(6):
+        async with session_factory() as s:
+            member_id = (await members.register(s, shop, members.TelegramProfile(
+                7000 + n, f"M{n}", None, None, "en"))).member.id
+            async with write_transaction(s):
+                for k in range(2):  # two lots that ran out at the end of last year
+                    await points.earn(s, shop, member_id, kind="purchase", amount=40 + k,
+                                      reason="order", key=f"old:{member_id}:{k}",
+                                      earned_on=date(2024, 12, 1))
+        ids.append(member_id)
+
+    async def till(i: int) -> None:
+        member_id = ids[i % len(ids)]
+        async with session_factory() as s:
+            for round_ in range(3):
+                async with write_transaction(s):
+                    if (i + round_) % 2:
+                        await points.earn(s, shop, member_id, kind="purchase", amount=7,
+                                          reason="order", key=f"till:{i}:{round_}")
+                    else:
+                        try:
+                            await points.spend(s, shop, member_id, kind="offset", amount=30,
+                                               reason="order", key=f"spend:{i}:{round_}")
+                        except InsufficientPoints:
+                            pass
+
+    async def task(i: int) -> object:
+        if i == 0:
+            return await run_job(session_factory, shop, "expire", today=TODAY)
+        return await till(i)
+
+    results = await race(7, task)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    for member_id in ids:
+        await _books(session_factory, member_id)
+    async with session_factory() as s:
+        due_left = await s.scalar(
+            select(func.count(PointsLot.id)).where(
+                PointsLot.expires_on < TODAY, PointsLot.remaining > 0
+            )
+        )
+        expiry_entries = await s.scalar(
+            select(func.count(LedgerEntry.id)).where(LedgerEntry.kind == "expiry")
+        )
+    assert due_left == 0
+    again = await run_job(session_factory, shop, "expire", today=TODAY)
+    assert again.changed == 0
+    async with session_factory() as s:
+        assert await s.scalar(
+            select(func.count(LedgerEntry.id)).where(LedgerEntry.kind == "expiry")
+        ) == expiry_entries

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Row, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.jobs import PlannedPush, keyset_batches
+from domain.jobs import PlannedPush, due_batches
 from domain.members import ACTIVE
 from domain.models import Member
 from domain.shop import Shop
@@ -69,5 +69,5 @@ async def birthday_gifts(
             coupon_template=f"birthday_{gift}" if gift != NO_GIFT else None,
         )
 
-    async for batch in keyset_batches(session, query, Member.id, build):
+    async for batch in due_batches(session, query, Member.id, build):
         yield batch

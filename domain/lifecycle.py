@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.jobs import JobReport, PlannedPush, apply_plan, keyset_batches
+from domain.jobs import JobReport, PlannedPush, apply_plan, due_batches
 from domain.models import Member
 from domain.shop import Shop
 from domain.transaction import read_transaction, write_transaction
 
 NEW, ACTIVE, DORMANT, CHURNED = "new", "active", "dormant", "churned"
+STAGES = (NEW, ACTIVE, DORMANT, CHURNED)
 
 
 def _start_of(day: date, shop: Shop) -> datetime:
@@ -45,19 +46,70 @@ def stage_expression(shop: Shop, today: date):  # type: ignore[no-untyped-def]
     )
 
 
+def _reference_within(
+    since: datetime | None, before: datetime | None, *, bought: bool
+) -> ColumnElement[bool]:
+    """The member's reference instant (last purchase, or sign-up when they never bought) lies
+    in [since, before): one range over ix_members_stage_activity (stage, last_purchase_at,
+    created_at), for members who bought (``bought``) or who never did."""
+    column = Member.last_purchase_at if bought else Member.created_at
+    bounds: list[ColumnElement[bool]] = [
+        Member.last_purchase_at.is_not(None) if bought else Member.last_purchase_at.is_(None)
+    ]
+    if since is not None:
+        bounds.append(column >= since)
+    if before is not None:
+        bounds.append(column < before)
+    return and_(*bounds)
+
+
+def stage_is(shop: Shop, today: date, stage: str) -> list[ColumnElement[bool]]:
+    """``stage_expression(shop, today) == stage``, as the index ranges it covers (an OR of
+    them): what is due is found by range, not by evaluating every member."""
+    rules = shop.program.lifecycle
+    churned = _days_since_at_least(shop, today, rules.churned_days)
+    dormant = _days_since_at_least(shop, today, rules.dormant_days)
+    settled = max(churned, dormant)  # neither churned nor dormant from here on
+    if stage == CHURNED:
+        return [_reference_within(None, churned, bought=b) for b in (True, False)]
+    if stage == DORMANT:
+        if churned >= dormant:
+            return []
+        return [_reference_within(churned, dormant, bought=b) for b in (True, False)]
+    if stage == ACTIVE:
+        return [_reference_within(settled, None, bought=True)]
+    return [_reference_within(settled, None, bought=False)]
+
+
+def _other_stages(stage: str) -> list[str]:
+    return [s for s in STAGES if s != stage]
+
+
 async def evaluate_stages(session: AsyncSession, shop: Shop, today: date, *, dry_run: bool) -> int:
-    """Move every member whose stage changed into the new one, dated today: one statement
-    over the whole table. Returns how many changed (or would change)."""
-    stage = stage_expression(shop, today)
-    changed = and_(Member.status != "deleted", Member.stage != stage)
+    """Move every member whose stage changed into the new one, dated today. Only those are
+    read: for each stage, the members in another stage whose reference instant lies in the
+    stage's range (index ranges on the stage and the last purchase or sign-up; a day's
+    changes are the members whose reference crossed a threshold). Returns how many changed
+    (or would change)."""
+    moving = [
+        (stage, and_(Member.stage.in_(_other_stages(stage)), due, Member.status != "deleted"))
+        for stage in STAGES
+        for due in stage_is(shop, today, stage)
+    ]
     if dry_run:
-        return int(await session.scalar(select(func.count(Member.id)).where(changed)) or 0)
+        counted = 0
+        for _stage, where in moving:
+            counted += int(await session.scalar(select(func.count(Member.id)).where(where)) or 0)
+        return counted
+    changed = 0
     async with write_transaction(session):
-        result = await session.execute(
-            update(Member).where(changed).values(stage=stage, stage_since=today)
-            .execution_options(synchronize_session=False)
-        )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        for stage, where in moving:
+            result = await session.execute(
+                update(Member).where(where).values(stage=stage, stage_since=today)
+                .execution_options(synchronize_session=False)
+            )
+            changed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return changed
 
 
 def _columns() -> Select[int, str | None, str, str, date | None]:
@@ -79,7 +131,7 @@ async def first_order_nudges(
         Member.created_at >= _start_of(joined, shop),
         Member.created_at < _start_of(joined + timedelta(days=1), shop),
     )
-    async for batch in keyset_batches(
+    async for batch in due_batches(
         session, query, Member.id,
         lambda row: PlannedPush(row.id, "first_order_nudge", f"first_order_nudge:{row.id}",
                                 _payload(row, shop, today)),
@@ -91,16 +143,27 @@ def _stage_offer(stage: str, kind: str, template: str):  # type: ignore[no-untyp
     async def plan(
         session: AsyncSession, shop: Shop, today: date
     ) -> AsyncIterator[list[PlannedPush]]:
-        # Members entering the stage today: after evaluate_stages that is stage_since == today;
-        # in a dry run (no evaluation written) it is those the evaluation would move.
-        entering = or_(Member.stage != stage, Member.stage_since == today)
+        # Members entering the stage today: after evaluate_stages that is stage_since == today
+        # (ix_members_stage_since); in a dry run (no evaluation written) it is those the
+        # evaluation would move (the ranges of stage_is).
+        ranges = stage_is(shop, today, stage)
+        if not ranges:
+            return
+        entering = or_(
+            # (The stage re-checked row by row: the index to use here is the day.)
+            and_(
+                Member.stage == stage, Member.stage_since == today,
+                stage_expression(shop, today) == stage,
+            ),
+            *(and_(Member.stage.in_(_other_stages(stage)), due) for due in ranges),
+        )
         query = _columns().where(
-            Member.status == "active", stage_expression(shop, today) == stage, entering,
+            Member.status == "active", entering,
             # An offer is marketing: a member who turned offers off gets none, so no coupon
             # is made for them either (it would sit unannounced in /coupons).
             Member.marketing_opt_in.is_(True),
         )
-        async for batch in keyset_batches(
+        async for batch in due_batches(
             session, query, Member.id,
             lambda row: PlannedPush(
                 row.id, kind, f"{kind}:{row.id}:{today.isoformat()}",

@@ -91,7 +91,7 @@ class Member(Base):
     reachable: Mapped[bool] = mapped_column(Boolean, default=True)
     # Lifecycle stage (new | active | dormant | churned) and the local day it was entered:
     # an offer goes out once per spell, keyed by that day.
-    stage: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    stage: Mapped[str] = mapped_column(String(16), default="new")
     stage_since: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     first_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -113,6 +113,11 @@ class Member(Base):
         Index("ix_members_plus", "plus_state", "plus_until"),
         Index("ix_members_birthday", "birthday_month", "birthday_day"),
         Index("ix_members_created_at", "created_at"),
+        # The lifecycle job finds the members whose stage changes today by range
+        # (domain.lifecycle.stage_is), and those who entered one today.
+        Index("ix_members_stage_activity", "stage", "last_purchase_at", "created_at"),
+        Index("ix_members_stage_since", "stage", "stage_since"),
+        # The monthly report counts members by these, from the index alone.
         Index("ix_members_groups", "tier", "stage", "status", "stage_since", "created_at"),
     )
 
@@ -226,7 +231,10 @@ class Coupon(Base):
     used_order_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_coupons_status_valid_until", "status", "valid_until"),)
+    __table_args__ = (
+        Index("ix_coupons_status_valid_until", "status", "valid_until"),
+        Index("ix_coupons_created_at", "created_at"),  # a period's grants (red-line watch)
+    )
 
 
 class Order(Base):
@@ -257,7 +265,15 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     response: Mapped[str] = mapped_column(Text, default="")
 
-    __table_args__ = (CheckConstraint("refunded <= amount", name="refund_within_order"),)
+    __table_args__ = (
+        CheckConstraint("refunded <= amount", name="refund_within_order"),
+        # A period's orders with what the cost figures sum (the daily red-line watch reads
+        # the index alone).
+        Index(
+            "ix_orders_occurred_at", "occurred_at", "member_id", "amount", "coupon_discount",
+            "offset",
+        ),
+    )
 
 
 class Refund(Base):

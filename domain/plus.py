@@ -26,7 +26,7 @@ from domain import catalog, outbox
 from domain.coupons import ACTIVE as COUPON_ACTIVE
 from domain.coupons import VOID, issue_coupon
 from domain.errors import DomainError, MemberFrozen, MemberNotFound
-from domain.jobs import JobReport, PlannedPush, coupon_payload, keyset_batches
+from domain.jobs import JobReport, PlannedPush, coupon_payload, due_batches
 from domain.members import DELETED, FROZEN
 from domain.models import Coupon, Member, StarPayment
 from domain.program import LocalizedList
@@ -424,7 +424,8 @@ async def run_expiry(
     report = JobReport("plus_expiry", today.isoformat(), dry_run)
     now = shop.now()
     over = (
-        (Member.plus_state != NONE)
+        # IN, not != NONE: a range of ix_members_plus (state, until), not every member read.
+        Member.plus_state.in_((TRIAL, PAID))
         & (Member.plus_until <= now)
         & (
             (Member.plus_state == TRIAL) | Member.plus_cancelled
@@ -437,7 +438,13 @@ async def run_expiry(
                 rows = (
                     await session.execute(
                         select(Member.id, Member.plus_state, Member.plus_until)
-                        .where(over).order_by(Member.id).limit(500).with_for_update()
+                        .where(
+                            over,
+                            # The due ids by ix_members_plus first: ORDER BY id LIMIT over
+                            # the filter itself walks every member in id order on SQLite.
+                            Member.id.in_(select(Member.id).where(over).limit(500)),
+                        )
+                        .order_by(Member.id).with_for_update()
                     )
                 ).all()
                 if not rows or dry_run:
@@ -485,5 +492,5 @@ async def trial_reminders(
             payload={"until": last_day.isoformat(), "price": shop.program.plus.price_stars},
         )
 
-    async for batch in keyset_batches(session, query, Member.id, build):
+    async for batch in due_batches(session, query, Member.id, build):
         yield batch

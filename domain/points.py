@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import String, bindparam, cast, func, insert, literal, select, update
+from sqlalchemy import String, and_, bindparam, cast, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.catalog import reward_names
@@ -390,41 +390,58 @@ async def expiring_points(
     return [ExpiringPoints(day, int(total)) for day, total in rows if day is not None]
 
 
-async def expire_due(session: AsyncSession, shop: Shop, *, on: date, batch: int = 5000) -> int:
+EXPIRY_BATCH = 10_000  # lots a transaction: well under a second, so a till waits little
+
+
+async def due_lots(
+    session: AsyncSession, *, on: date, size: int | None = None
+) -> list[list[int]]:
+    """The lots due to expire on ``on`` (last day before it, points left), read once from the
+    live-lots index, in batches of ``size`` ordered by member then lot: a batch writes the
+    rows of a run of members, so each page of members and lots is written about once, and no
+    batch reads the due lots again."""
+    rows = (
+        await session.execute(
+            select(PointsLot.member_id, PointsLot.id).where(
+                PointsLot.expires_on < on, PointsLot.remaining > 0
+            )
+        )
+    ).all()
+    ids = [lot_id for _member_id, lot_id in sorted(rows)]
+    size = size or EXPIRY_BATCH
+    return [ids[start:start + size] for start in range(0, len(ids), size)]
+
+
+async def expire_due(
+    session: AsyncSession, shop: Shop, *, on: date, batch: int | None = None
+) -> int:
     """Expire every lot whose last day is before ``on`` (local date), in the caller's write
-    transaction: ``expire_batch`` until nothing is left. Returns the number of lots expired.
-    The daily job commits after each batch instead (``domain.schedule.run_expiry``)."""
+    transaction. Returns the number of lots expired. The daily job commits after each batch
+    instead (``domain.schedule.run_expiry``)."""
     expired = 0
-    while found := await expire_batch(session, shop, on=on, limit=batch):
-        expired += found
+    for lot_ids in await due_lots(session, on=on, size=batch):
+        expired += await expire_lots(session, shop, lot_ids, on=on)
     return expired
 
 
-async def expire_batch(session: AsyncSession, shop: Shop, *, on: date, limit: int = 5000) -> int:
-    """Expire up to ``limit`` due lots: what is left of each lot goes, nothing more, as one
-    ledger entry and one draw per lot. Five set-based statements whatever the batch's size,
-    all in the database (no row travels to Python but the batch's lot ids); a lot expired
-    leaves the live-lots index, so the next batch starts where this one ended and a second run
-    finds nothing. Returns the number of lots expired (0: done). Never commits."""
-    lot_ids = list(
-        (
-            await session.scalars(
-                select(PointsLot.id)
-                .where(PointsLot.expires_on < on, PointsLot.remaining > 0)
-                .order_by(PointsLot.expires_on, PointsLot.member_id)
-                .limit(limit)
-            )
-        ).all()
-    )
+async def expire_lots(session: AsyncSession, shop: Shop, lot_ids: list[int], *, on: date) -> int:
+    """Expire the lots ``lot_ids`` that are still due on ``on``: what is left of each goes,
+    nothing more, as one ledger entry and one draw per lot. Set-based statements whatever the
+    batch's size, all in the database; a lot spent meanwhile (by a till) gives what it still
+    holds, one emptied meanwhile is skipped, so a second run finds nothing. Returns the number
+    of lots expired. Never commits."""
     if not lot_ids:
         return 0
-    batch = PointsLot.id.in_(lot_ids)
-    members = select(PointsLot.member_id).where(batch).scalar_subquery()
-    # Members in id order, as every other writer locks them: no deadlock on PostgreSQL.
-    await session.execute(
-        select(Member.id).where(Member.id.in_(members)).order_by(Member.id)
-        .with_for_update(key_share=True)
-    )
+    due = and_(PointsLot.id.in_(lot_ids), PointsLot.expires_on < on, PointsLot.remaining > 0)
+    if session.get_bind().dialect.name != "sqlite":
+        # Members in id order, as every other writer locks them: no deadlock on PostgreSQL.
+        # (SQLite's write transaction holds the whole database already.)
+        await session.execute(
+            select(Member.id)
+            .where(Member.id.in_(select(PointsLot.member_id).where(due).scalar_subquery()))
+            .order_by(Member.id)
+            .with_for_update(key_share=True)
+        )
     # One key per lot and run: a lot refilled by a refund can expire again in a later run.
     prefix = f"expiry:{uuid.uuid4().hex[:12]}:"
     key = literal(prefix).concat(cast(PointsLot.id, String))
@@ -442,7 +459,9 @@ async def expire_batch(session: AsyncSession, shop: Shop, *, on: date, limit: in
                 literal(shop.now(), UTCDateTime()),
             )
             .join(Member, Member.id == PointsLot.member_id)
-            .where(batch),
+            .where(due)
+            # Entry ids in each member's lot order: balance_after runs down with them.
+            .order_by(PointsLot.member_id, PointsLot.id),
         )
     )
     await session.execute(
@@ -450,24 +469,25 @@ async def expire_batch(session: AsyncSession, shop: Shop, *, on: date, limit: in
             ["entry_id", "lot_id", "amount"],
             select(LedgerEntry.id, PointsLot.id, PointsLot.remaining)
             .join(LedgerEntry, LedgerEntry.idempotency_key == key)
-            .where(batch),
+            .where(due),
         )
     )
-    left = (
-        select(func.sum(PointsLot.remaining))
-        .where(PointsLot.member_id == Member.id, batch)
-        .scalar_subquery()
+    taken = (
+        select(PointsLot.member_id, func.sum(PointsLot.remaining).label("taken"))
+        .where(due)
+        .group_by(PointsLot.member_id)
+        .subquery()
     )
     await session.execute(
-        update(Member).where(Member.id.in_(members))
-        .values(points_balance=Member.points_balance - left)
+        update(Member).where(Member.id == taken.c.member_id)
+        .values(points_balance=Member.points_balance - taken.c.taken)
         .execution_options(synchronize_session=False)
     )
-    await session.execute(
-        update(PointsLot).where(batch).values(remaining=0)
+    result = await session.execute(
+        update(PointsLot).where(due).values(remaining=0)
         .execution_options(synchronize_session=False)
     )
-    return len(lot_ids)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def _history_entries(

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.coupons import ACTIVE as COUPON_ACTIVE
 from domain.coupons import format_coupon_code
-from domain.jobs import BATCH, PlannedPush, keyset_batches
+from domain.jobs import BATCH, PlannedPush, due_batches
 from domain.members import DELETED
 from domain.models import Coupon, Member, PointsLot
 from domain.shop import Shop
@@ -73,7 +73,7 @@ async def points_expiry_reminders(
             key = f"{POINTS_EXPIRY}:{row.member_id}:{expires_on.isoformat()}:{days}"
             return PlannedPush(row.member_id, POINTS_EXPIRY, key, payload, marketing=False)
 
-        async for batch in keyset_batches(session, query, PointsLot.member_id, build, size=BATCH):
+        async for batch in due_batches(session, query, PointsLot.member_id, build, size=BATCH):
             yield batch
 
 
@@ -115,6 +115,6 @@ async def coupon_expiry_reminders(
         key = f"{COUPON_EXPIRY}:{row.id}"
         return PlannedPush(row.member_id, COUPON_EXPIRY, key, payload, marketing=False)
 
-    async for batch in keyset_batches(session, query, Coupon.id, build, size=BATCH):
+    async for batch in due_batches(session, query, Coupon.id, build, size=BATCH):
         yield batch
 

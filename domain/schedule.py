@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain import analytics_jobs, birthdays, lifecycle, plus, reminders, tier_jobs
 from domain.jobs import Job, JobReport, Plan, Runner, apply_plan
 from domain.models import Coupon, PointsLot
-from domain.points import expire_batch
+from domain.points import due_lots, expire_lots
 from domain.shop import Shop
 from domain.transaction import write_transaction
 
@@ -34,13 +34,13 @@ async def run_expiry(
             )
             report.changed = int(lots or 0) + int(coupons or 0)
             return report
-        # A batch a transaction: tills never wait behind the whole expiry for the write lock.
-        while True:
+        # The due lots read once; a batch a transaction: tills never wait behind the whole
+        # expiry for the write lock.
+        batches = await due_lots(session, on=today)
+        await session.commit()
+        for lot_ids in batches:
             async with write_transaction(session):
-                expired = await expire_batch(session, shop, on=today)
-            if not expired:
-                break
-            report.changed += expired
+                report.changed += await expire_lots(session, shop, lot_ids, on=today)
         async with write_transaction(session):
             result = await session.execute(
                 update(Coupon)

@@ -7,7 +7,7 @@ from an index that now also holds the entry's source and amount, so neither the 
 percentiles nor a card's growth sum visit the table; it replaces the index it extends.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-01 20:40:00.000000
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

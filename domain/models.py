@@ -271,7 +271,7 @@ class Order(Base):
         # the index alone).
         Index(
             "ix_orders_occurred_at", "occurred_at", "member_id", "amount", "coupon_discount",
-            "offset",
+            "offset", "paid",
         ),
     )
 

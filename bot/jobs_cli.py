@@ -1,14 +1,19 @@
-"""`python -m bot jobs list` and `python -m bot jobs run NAME [--dry-run] [--date D]`."""
+"""`python -m bot jobs list` and `python -m bot jobs run NAME [--dry-run] [--date D]`. A run
+shows a progress bar on a terminal (stderr) and stays quiet under cron."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tqdm import tqdm
 
 from bot.db import create_engine, create_session_factory
 from bot.scheduler import job_day
@@ -17,7 +22,7 @@ from bot.settings import Settings
 from domain import catalog
 from domain.clock import SystemClock
 from domain.coupons import COUPON_CODE_LENGTH, last_valid_instant
-from domain.jobs import JobReport, PlannedPush, coupon_payload, last_occasion
+from domain.jobs import JobReport, PlannedPush, coupon_payload, job_progress, last_occasion
 from domain.models import JobRun, Member, Push
 from domain.program import Program
 from domain.schedule import JOBS, run_job
@@ -61,7 +66,10 @@ async def jobs_command(settings: Settings, program: Program, args: argparse.Name
         except ValueError:
             print(f"error: --date {args.date!r} is not a date like 2026-03-10")
             return EXIT_USAGE
-        report = await run_job(session_factory, shop, args.name, today=day, dry_run=args.dry_run)
+        with _progress_bar(args.name):
+            report = await run_job(
+                session_factory, shop, args.name, today=day, dry_run=args.dry_run
+            )
         print(report.summary())
         await _print_samples(session_factory, shop, report)
         if not args.dry_run:
@@ -70,6 +78,26 @@ async def jobs_command(settings: Settings, program: Program, args: argparse.Name
         return 0
     finally:
         await engine.dispose()
+
+
+@contextmanager
+def _progress_bar(name: str) -> Iterator[None]:
+    """A bar of the rows the job has handled, out of those it knows are coming (the total
+    grows as the job finds them); on a terminal only, gone when the job ends."""
+    with tqdm(desc=name, unit=" rows", file=sys.stderr, leave=False,
+              disable=not sys.stderr.isatty()) as bar:
+
+        def tell(done: int, known: int) -> None:  # a batch at a time: drawn each time
+            if known:
+                bar.total = (bar.total or 0) + known
+            bar.n += done
+            bar.refresh()
+
+        token = job_progress.set(tell)
+        try:
+            yield
+        finally:
+            job_progress.reset(token)
 
 
 async def _print_samples(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
@@ -29,6 +30,18 @@ from domain.sql import table_of
 from domain.transaction import write_transaction
 
 BATCH = 2000
+
+# How far a running job has come, for a command line's progress bar (bot/jobs_cli.py):
+# called with the rows just handled and the rows newly known to be coming. Unset (nothing
+# to tell) when the scheduler runs the jobs.
+JobProgress = Callable[[int, int], object]
+job_progress: ContextVar[JobProgress | None] = ContextVar("job_progress", default=None)
+
+
+def report_progress(*, done: int = 0, known: int = 0) -> None:
+    tell = job_progress.get()
+    if tell is not None:
+        tell(done, known)
 QUIET_START = time(21, 0)
 QUIET_END = time(9, 0)
 
@@ -142,6 +155,7 @@ async def due_batches(
     found = (await session.execute(query.with_only_columns(key))).scalars().all()
     await session.commit()
     keys = sorted({int(k) for k in found})
+    report_progress(known=len(keys))
     for start in range(0, len(keys), size):
         page = keys[start:start + size]
         rows = (await session.execute(query.where(key.in_(page)).order_by(key))).all()
@@ -178,6 +192,7 @@ async def apply_plan(
                 report.samples.extend(batch[: samples - len(report.samples)])
             if not report.dry_run:
                 report.written += await _write_batch(writer, shop, batch)
+            report_progress(done=len(batch))
     return report
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain import analytics_jobs, birthdays, lifecycle, plus, reminders, tier_jobs
-from domain.jobs import Job, JobReport, Plan, Runner, apply_plan
+from domain.jobs import Job, JobReport, Plan, Runner, apply_plan, report_progress
 from domain.models import Coupon, PointsLot
 from domain.points import due_lots, expire_lots
 from domain.shop import Shop
@@ -38,9 +38,11 @@ async def run_expiry(
         # expiry for the write lock.
         batches = await due_lots(session, on=today)
         await session.commit()
+        report_progress(known=sum(len(lot_ids) for lot_ids in batches))
         for lot_ids in batches:
             async with write_transaction(session):
                 report.changed += await expire_lots(session, shop, lot_ids, on=today)
+            report_progress(done=len(lot_ids))
         async with write_transaction(session):
             result = await session.execute(
                 update(Coupon)

@@ -166,3 +166,56 @@ async def test_an_event_that_lifts_the_tier_congratulates_once(
     assert "Your review earned you +5 growth and +30 points" in sent["4242"]
     assert "恭喜您升级为银卡会员" in sent["4343"] and "您的分享" in sent["4343"]
     assert "Silver" not in sent["4343"] and "share" not in sent["4343"]
+
+
+async def test_a_job_tells_its_progress_to_a_command_line(
+    session: AsyncSession, session_factory: async_sessionmaker[AsyncSession], shop: Shop,
+    clean_database: str, tmp_path: Path,
+) -> None:
+    """`jobs run` shows a bar on a terminal: the job tells the rows it found due and those it
+    has handled (here the birthdays of two members), and a terminal gets the bar on stderr."""
+    from domain.jobs import job_progress
+
+    for telegram_id, name in ((7001, "Zhenzhen"), (7002, "Wenwen")):
+        await _member(session, shop, telegram_id, name, birthday_month=3, birthday_day=10)
+    told: list[tuple[int, int]] = []
+    token = job_progress.set(lambda done, known: told.append((done, known)))
+    try:
+        report = await run_job(session_factory, shop, "birthdays", today=RUN_DAY, dry_run=True)
+    finally:
+        job_progress.reset(token)
+    assert report.members == 2
+    assert sum(known for _, known in told) == 2 and sum(done for done, _ in told) == 2
+
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if k != "BOT_TOKEN"}
+    env["DATABASE_URL"] = clean_database
+    import fcntl
+    import struct
+    import termios
+
+    main, terminal = pty.openpty()
+    # A terminal 100 columns wide (a fresh pseudo-terminal has none, and no bar fits in it).
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "jobs", "run", "birthdays", "--dry-run",
+        "--date", RUN_DAY.isoformat(), env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=terminal,
+    )
+    os.close(terminal)
+    out, _ = await asyncio.wait_for(process.communicate(), 180)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal's other end is closed: all of it is read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert process.returncode == 0, out
+    assert b"birthdays" in shown and b"2/2" in shown and b"rows" in shown
+    assert b"rows" not in out  # stdout (cron's log) keeps the summary only
+    assert "would reach 2 member(s)" in out.decode()

@@ -14,7 +14,9 @@ into the method's return type with ``BaseSession.check_response`` (pydantic vali
 Each timed run gets a fresh copy of a database in which the members were registered beforehand
 (through /start, untimed), so every run does the same work: the first /card of each member
 renders and uploads a QR code and stores its file_id, the other nine reuse it. Updates are parsed
-into ``Update`` objects before the clock starts (identical work for both sides, left out). The
+into ``Update`` objects before the clock starts (identical work for both sides, left out), and
+both sides then settle the heap as ``bot.app.run`` does at start-up (``settle_heap``: a full
+garbage collection, then what is left is frozen out of later collections). The
 "cpu s" column is the process's CPU time, aiosqlite's worker threads included.
 
 Each side runs ``--rounds`` times (default 3), alternating, and the median run of each side is
@@ -61,7 +63,7 @@ from aiogram.methods.base import TelegramType  # noqa: E402
 from aiogram.types import InputFile, Message, Update  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from bot.app import App, create_app, create_bot  # noqa: E402
+from bot.app import App, create_app, create_bot, settle_heap  # noqa: E402
 from bot.db import migrate_async  # noqa: E402
 from bot.settings import DEFAULT_PROGRAM_FILE, Settings  # noqa: E402
 from domain.clock import FixedClock  # noqa: E402
@@ -324,6 +326,7 @@ async def run_project(template: Path, workdir: Path, raw: list[JsonDict], member
     try:
         session.reset_counts()
         updates = [Update.model_validate(u, context={"bot": app.bot}) for u in raw]
+        settle_heap()  # as bot.app.run does once the bot is up
         result = await timed("project", batch, updates,
                              lambda u: app.dispatcher.feed_update(app.bot, u))
         result[0].statements = len(statements)
@@ -365,6 +368,7 @@ async def run_bare(raw: list[JsonDict], batch: int) -> Result:
     dispatcher.include_router(router)
     try:
         updates = [Update.model_validate(u, context={"bot": bot}) for u in raw]
+        settle_heap()  # the same for the bare bot: neither side pays for the other's garbage
         result = await timed("bare", batch, updates, lambda u: dispatcher.feed_update(bot, u))
         unhandled = sum(r is UNHANDLED for r in result[1])
         assert unhandled == 0, f"bare: {unhandled} updates unhandled"

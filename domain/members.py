@@ -7,16 +7,23 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Select, Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import audit, outbox, points, referrals
 from domain.audit import Actor
 from domain.errors import InvalidPhone, MemberNotFound, NotOwnContact, PhoneTaken
-from domain.growth import GrowthTotal, growth_from_sums, growth_total, growth_window_sums
+from domain.growth import (
+    GrowthTotal,
+    growth_from_sums,
+    growth_sums_between,
+    growth_total,
+    window_start,
+)
 from domain.member_code import new_member_code, normalize_member_code
 from domain.models import FormerAccount, Member, TierChange
 from domain.phone import normalize_phone
@@ -80,6 +87,18 @@ class Standing:
     growth: GrowthTotal
 
 
+@cache
+def _standing_query() -> Select[Member, int, int]:
+    """The member by Telegram id with their growth sums over a window, built once (it is read
+    on every update): only its parameters change."""
+    purchase, behaviour = growth_sums_between(
+        Member.id, bindparam("window_start"), bindparam("window_end")
+    )
+    return select(Member, purchase, behaviour).where(
+        Member.telegram_id == bindparam("telegram_id")
+    )
+
+
 async def standing_by_telegram_id(
     session: AsyncSession, shop: Shop, telegram_id: int
 ) -> Standing | None:
@@ -88,13 +107,11 @@ async def standing_by_telegram_id(
     if session.in_transaction():
         await session.commit()  # nothing pending: only reads come before a use case
     await session.connection(execution_options=SINGLE_READ_OPTIONS)
-    purchase, behaviour = growth_window_sums(shop, Member.id)
+    end = shop.now()
+    values = {"telegram_id": telegram_id, "window_start": window_start(shop, end),
+              "window_end": end}
     try:
-        row = (
-            await session.execute(
-                select(Member, purchase, behaviour).where(Member.telegram_id == telegram_id)
-            )
-        ).first()
+        row = (await session.execute(_standing_query(), values)).first()
     except BaseException:
         await session.rollback()
         raise

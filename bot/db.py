@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from bot import sqlite_driver
 from domain.transaction import SINGLE_READ_OPTIONS, WRITE_OPTIONS, queue_writers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -70,6 +71,11 @@ def _configure_single_reads(engine: AsyncEngine) -> None:
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
     _skip_idle_ends(engine)
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _one_trip(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+        # One hand-off to the connection's thread per statement, not four (bot/sqlite_driver).
+        params["async_creator_fn"] = sqlite_driver.connect
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -4,9 +4,14 @@ kept, one upload per member even when two first cards arrive together (issue 12)
 from __future__ import annotations
 
 import asyncio
+import io
+import struct
+import zlib
 from datetime import timedelta
 from typing import Any
 
+import pytest
+import segno
 from aiogram import Router
 from aiogram.dispatcher.event.handler import CallableObject
 from sqlalchemy import event, select
@@ -18,6 +23,7 @@ from domain.growth import BEHAVIOUR, PURCHASE, add_growth
 from domain.models import Member
 from domain.transaction import write_transaction
 from handlers import build_router
+from handlers.media import QR_MASK, qr_png
 from tests.conftest import POSTGRES_URL, Conversation
 from tests.fake_telegram import message_update
 
@@ -140,3 +146,31 @@ async def test_concurrent_updates_keep_their_database_connections(
         if round_no == 0:
             first_round = len(opened)
     assert len(opened) == first_round  # later rounds open no new connection
+
+
+def _pixels(png: bytes) -> tuple[bytes, bytes]:
+    """A PNG's header and its decompressed image rows (scanlines with their filter bytes)."""
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    chunks: dict[bytes, bytes] = {}
+    at = 8
+    while at < len(png):
+        (length,) = struct.unpack(">I", png[at:at + 4])
+        name, data = png[at + 4:at + 8], png[at + 8:at + 8 + length]
+        assert struct.unpack(">I", png[at + 8 + length:at + 12 + length])[0] == zlib.crc32(
+            name + data
+        )
+        chunks[name] = chunks.get(name, b"") + data
+        at += 12 + length
+    return chunks[b"IHDR"], zlib.decompress(chunks[b"IDAT"])
+
+
+@pytest.mark.parametrize("scale", [1, 5, 12])
+def test_the_card_qr_is_pixel_for_pixel_segnos_image(scale: int) -> None:
+    """The QR code is written a row at a time (issue 12): the member sees the very image
+    segno draws, for member codes and spend codes of every length."""
+    for data in ("7Q4M-2XK9", "ABCDEFGH", "https://t.me/shop_bot?start=ref-7Q4M2XK9", "0" * 70):
+        drawn = io.BytesIO()
+        segno.make(data, error="m", micro=False, mask=QR_MASK).save(
+            drawn, kind="png", scale=scale, border=4
+        )
+        assert _pixels(qr_png(data, scale=scale)) == _pixels(drawn.getvalue())

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from bot import sqlite_driver
+from bot.pool import FairAsyncQueuePool
 from domain.transaction import SINGLE_READ_OPTIONS, WRITE_OPTIONS, queue_writers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -48,6 +49,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if make_url(url).database not in (None, "", ":memory:"):
         for setting, value in (SQLITE_POOL if is_sqlite else SERVER_POOL).items():
             kwargs.setdefault(setting, value)
+        kwargs.setdefault("poolclass", FairAsyncQueuePool)  # waiting updates served in order
     engine = create_async_engine(url, **kwargs)
     _configure_single_reads(engine)
     if is_sqlite:

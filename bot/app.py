@@ -60,6 +60,7 @@ from domain.shop import Shop
 from handlers import build_router
 from handlers.campaign_push import CampaignPushes
 from handlers.campaign_writer import CampaignWriter
+from handlers.filters import gate_routers
 from handlers.member_center import set_menu_button
 from handlers.start import staff_commands
 from handlers.texts import LANGUAGES, Texts, load_texts
@@ -172,6 +173,7 @@ def create_app(
     dispatcher.update.outer_middleware(Throttle(texts))
     dispatcher.update.outer_middleware(DatabaseSession(session_factory))
     router = build_router()
+    gate_routers(router)  # staff and conversation routers: one check for other messages
     dispatcher.update.outer_middleware(CurrentMember(staff_commands(router)))
     dispatcher.include_router(router)
     dispatcher.startup.register(_on_startup)

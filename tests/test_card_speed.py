@@ -14,6 +14,7 @@ import pytest
 import segno
 from aiogram import Router
 from aiogram.dispatcher.event.handler import CallableObject
+from aiogram.filters import Command
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -68,6 +69,33 @@ def test_no_filter_or_handler_runs_in_a_worker_thread() -> None:
     every update that reaches it. Magic filters go through handlers.filters.Matches."""
     in_threads = [name for name, c in _callables(build_router()) if not c.awaitable]
     assert in_threads == []
+
+
+STAFF_AND_ADMIN_COMMANDS = {
+    "stats", "export", "member", "callbacks", "catalog", "audit", "campaign", "campaigns",
+    "sale", "refund", "freeze", "unfreeze",
+}
+
+
+async def test_a_members_card_skips_the_staff_routers_handlers(
+    chat: Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routers whose handlers all need a command or a conversation state are passed with one
+    check (handlers.filters.gate_routers); staff commands and answers still reach them (their
+    own tests)."""
+    await chat.send(message_update(USER, "/start", first_name="Lin"))
+    checked: list[str] = []
+    original = Command.__call__
+
+    async def counted(self: Command, message: Any, *args: Any, **kwargs: Any) -> Any:
+        checked.extend(str(c) for c in self.commands)
+        return await original(self, message, *args, **kwargs)
+
+    monkeypatch.setattr(Command, "__call__", counted)
+    await chat.send(message_update(USER, "/card"))
+    await chat.send(message_update(USER, "💳 My card"))
+    assert len(chat.fake.calls_of("sendPhoto")) == 2
+    assert STAFF_AND_ADMIN_COMMANDS.isdisjoint(checked)
 
 
 async def test_a_card_shown_again_is_one_read_with_the_right_growth(

@@ -10,9 +10,10 @@ from datetime import date
 from functools import cache
 from typing import cast
 
-from sqlalchemy import Select, Table, bindparam, select, update
+from sqlalchemy import Row, Select, Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from domain import audit, outbox, points, referrals
 from domain.audit import Actor
@@ -104,18 +105,25 @@ async def standing_by_telegram_id(
 ) -> Standing | None:
     """The member and their growth in one statement, outside any transaction of the caller's:
     it runs as a single read (no BEGIN or COMMIT) and leaves the session with none open."""
-    if session.in_transaction():
-        await session.commit()  # nothing pending: only reads come before a use case
-    await session.connection(execution_options=SINGLE_READ_OPTIONS)
     end = shop.now()
     values = {"telegram_id": telegram_id, "window_start": window_start(shop, end),
               "window_end": end}
-    try:
-        row = (await session.execute(_standing_query(), values)).first()
-    except BaseException:
-        await session.rollback()
-        raise
-    await session.commit()
+
+    def read(sync: Session) -> Row[Member, int, int] | None:
+        # In one pass on SQLAlchemy's side (it runs on every update): one hand-over to the
+        # greenlet instead of one for each step.
+        if sync.in_transaction():
+            sync.commit()  # nothing pending: only reads come before a use case
+        sync.connection(execution_options=SINGLE_READ_OPTIONS)
+        try:
+            found = sync.execute(_standing_query(), values).first()
+        except BaseException:
+            sync.rollback()
+            raise
+        sync.commit()
+        return found
+
+    row = await session.run_sync(read)
     if row is None:
         return None
     return Standing(row[0], growth_from_sums(shop, int(row[1]), int(row[2])))

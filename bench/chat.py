@@ -14,7 +14,9 @@ into the method's return type with ``BaseSession.check_response`` (pydantic vali
 Each timed run gets a fresh copy of a database in which the members were registered beforehand
 (through /start, untimed), so every run does the same work: the first /card of each member
 renders and uploads a QR code and stores its file_id, the other nine reuse it. Updates are parsed
-into ``Update`` objects before the clock starts (identical work for both sides, left out). The
+into ``Update`` objects before the clock starts (identical work for both sides, left out), and
+both sides then settle the heap as ``bot.app.run`` does at start-up (``settle_heap``: a full
+garbage collection, then what is left is frozen out of later collections). The
 "cpu s" column is the process's CPU time, aiosqlite's worker threads included.
 
 Each side runs ``--rounds`` times (default 3), alternating, and the median run of each side is
@@ -26,7 +28,7 @@ per member) can never hold the project side back; a run that loses an update fai
 Usage::
 
     python bench/chat.py [--updates 5000] [--members 1000] [--batch 50] [--rounds 3] [--quick]
-                         [--sequential]
+                         [--sequential] [--no-lean]
 """
 
 from __future__ import annotations
@@ -61,12 +63,14 @@ from aiogram.methods.base import TelegramType  # noqa: E402
 from aiogram.types import InputFile, Message, Update  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from bot.app import App, create_app, create_bot  # noqa: E402
+from bot.app import App, create_app, create_bot, settle_heap  # noqa: E402
 from bot.db import migrate_async  # noqa: E402
 from bot.settings import DEFAULT_PROGRAM_FILE, Settings  # noqa: E402
+from domain.members import standing_by_telegram_id  # noqa: E402
 from domain.clock import FixedClock  # noqa: E402
 from domain.models import Member  # noqa: E402
 from domain.program import load_program  # noqa: E402
+from handlers.card import CardUploads  # noqa: E402
 from handlers.texts import LANGUAGES  # noqa: E402
 from tests.fake_telegram import BOT_USER, message_update  # noqa: E402
 
@@ -324,6 +328,7 @@ async def run_project(template: Path, workdir: Path, raw: list[JsonDict], member
     try:
         session.reset_counts()
         updates = [Update.model_validate(u, context={"bot": app.bot}) for u in raw]
+        settle_heap()  # as bot.app.run does once the bot is up
         result = await timed("project", batch, updates,
                              lambda u: app.dispatcher.feed_update(app.bot, u))
         result[0].statements = len(statements)
@@ -350,6 +355,47 @@ async def run_project(template: Path, workdir: Path, raw: list[JsonDict], member
             database.with_name(database.name + suffix).unlink(missing_ok=True)
 
 
+async def run_lean(template: Path, workdir: Path, raw: list[JsonDict], members: int,
+                   batch: int, run_no: int) -> Result:
+    """The ceiling, for information: the same member read and the same card reply (the
+    project's own ``standing_by_telegram_id`` and ``CardUploads.card``: caption, buttons, QR
+    upload or stored file_id) from one handler on a bare Dispatcher, without the project's
+    middlewares (session, member, throttle, logs, FSM state) and its other routers."""
+    database = workdir / f"lean-{run_no}.db"
+    copy_database(template, database)
+    app, session = await start_app(database)
+    shop, texts, factory = app.shop, app.texts, app.session_factory
+    uploads = CardUploads()
+    router = Router(name="lean")
+
+    @router.message()
+    async def card(message: Message) -> None:
+        assert message.from_user is not None
+        async with factory() as db:
+            standing = await standing_by_telegram_id(db, shop, message.from_user.id)
+            assert standing is not None
+            member = standing.member
+            await uploads.card(message, db, shop, texts, member, member.language,
+                               standing.growth)
+
+    dispatcher = Dispatcher()
+    dispatcher.include_router(router)
+    try:
+        session.reset_counts()
+        updates = [Update.model_validate(u, context={"bot": app.bot}) for u in raw]
+        settle_heap()
+        result = await timed("lean", batch, updates,
+                             lambda u: dispatcher.feed_update(app.bot, u))
+        assert not session.unexpected, f"lean: unexpected calls {session.unexpected}"
+        assert session.calls["sendPhoto"] == len(raw), f"lean: answered {session.calls}"
+        result[0].uploads, result[0].reuses = session.uploads, session.photo_reuses
+        return result[0]
+    finally:
+        await app.close()
+        for suffix in ("", "-wal", "-shm"):
+            database.with_name(database.name + suffix).unlink(missing_ok=True)
+
+
 async def run_bare(raw: list[JsonDict], batch: int) -> Result:
     session = InProcessSession()
     # The same Bot the project builds (HTML parse mode, no link previews), on its own session.
@@ -365,6 +411,7 @@ async def run_bare(raw: list[JsonDict], batch: int) -> Result:
     dispatcher.include_router(router)
     try:
         updates = [Update.model_validate(u, context={"bot": bot}) for u in raw]
+        settle_heap()  # the same for the bare bot: neither side pays for the other's garbage
         result = await timed("bare", batch, updates, lambda u: dispatcher.feed_update(bot, u))
         unhandled = sum(r is UNHANDLED for r in result[1])
         assert unhandled == 0, f"bare: {unhandled} updates unhandled"
@@ -416,7 +463,9 @@ def report(args: argparse.Namespace, concurrent: list[Result], sequential: list[
     for results in (concurrent, sequential):
         if not results:
             continue
-        for side in ("project", "bare"):
+        for side in ("project", "bare", "lean"):
+            if not any(r.side == side for r in results):
+                continue
             r = _median(results, side)
             print(f"{r.side:<8} {r.mode:<14} {r.updates:>8} {r.seconds:>8.2f} {r.cpu_ms:>11.2f} "
                   f"{r.p99_ms:>8.1f} {r.rate:>10.0f}")
@@ -426,6 +475,12 @@ def report(args: argparse.Namespace, concurrent: list[Result], sequential: list[
     print(f"ratio project/bare = {ratio:.3f}  ({project.mode}; by CPU time: "
           f"{bare.cpu_ms / project.cpu_ms:.3f}, {project.cpu_ms:.2f} vs {bare.cpu_ms:.2f} ms "
           "CPU per update)")
+    if any(r.side == "lean" for r in concurrent):
+        lean = _median(concurrent, "lean")
+        print(f"ceiling (lean: the same read and card reply from one handler on a bare "
+              f"Dispatcher) lean/bare = {lean.rate / bare.rate:.3f}, by CPU time "
+              f"{bare.cpu_ms / lean.cpu_ms:.3f} ({lean.cpu_ms:.2f} ms CPU per update, "
+              f"p99 {lean.p99_ms:.0f} ms); project/lean = {project.rate / lean.rate:.3f}")
     if sequential:
         sp, sb = _median(sequential, "project"), _median(sequential, "bare")
         print(f"ratio project/bare = {sp.rate / sb.rate:.3f}  (sequential)")
@@ -453,6 +508,9 @@ async def main_async(args: argparse.Namespace) -> None:
             concurrent.append(progress(
                 await run_project(template, workdir, raw, args.members, args.batch, run_no)))
             concurrent.append(progress(await run_bare(raw, args.batch)))
+            if args.lean:
+                concurrent.append(progress(await run_lean(
+                    template, workdir, raw, args.members, args.batch, run_no)))
         sequential: list[Result] = []
         if args.sequential:
             sequential.append(progress(
@@ -479,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "(default 3)")
     parser.add_argument("--quick", action="store_true",
                         help="1,000 updates from 200 members: the same figures in seconds")
+    parser.add_argument("--no-lean", dest="lean", action="store_false",
+                        help="skip the lean side (the ceiling, for information)")
     parser.add_argument("--sequential", action="store_true",
                         help="also one run per side feeding the updates one at a time")
     args = parser.parse_args(argv)

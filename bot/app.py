@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import signal
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import (
@@ -22,6 +28,8 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
+from aiogram.methods import TelegramMethod
+from aiogram.methods.base import Response, TelegramType
 from aiogram.types import BotCommand, MenuButtonWebApp, User, WebAppInfo
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import FastAPI
@@ -52,6 +60,7 @@ from domain.shop import Shop
 from handlers import build_router
 from handlers.campaign_push import CampaignPushes
 from handlers.campaign_writer import CampaignWriter
+from handlers.filters import gate_routers
 from handlers.member_center import set_menu_button
 from handlers.start import staff_commands
 from handlers.texts import LANGUAGES, Texts, load_texts
@@ -103,7 +112,27 @@ def create_bot(settings: Settings, session: BaseSession | None = None) -> Bot:
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
     bot.session.middleware(RetryAfterFloodControl())
+    bot.session.middleware(KeepResponseTypes())
     return bot
+
+
+class KeepResponseTypes(BaseRequestMiddleware):
+    """Keeps the answer models aiogram validates Telegram's answers with (``Response[Message]``)
+    alive for the bot's life. pydantic holds a generic model only weakly, so once the garbage
+    collector ran it was built again, about 7 ms each time: measured on every tenth reply or
+    so under load."""
+
+    def __init__(self) -> None:
+        self.kept: dict[Any, type[Response[Any]]] = {}
+
+    async def __call__(
+        self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        returning = method.__returning__
+        if returning not in self.kept:
+            self.kept[returning] = Response[returning]  # type: ignore[valid-type]
+        return await make_request(bot, method)
 
 
 def create_app(
@@ -144,6 +173,7 @@ def create_app(
     dispatcher.update.outer_middleware(Throttle(texts))
     dispatcher.update.outer_middleware(DatabaseSession(session_factory))
     router = build_router()
+    gate_routers(router)  # staff and conversation routers: one check for other messages
     dispatcher.update.outer_middleware(CurrentMember(staff_commands(router)))
     dispatcher.include_router(router)
     dispatcher.startup.register(_on_startup)
@@ -224,6 +254,15 @@ async def register_commands(bot: Bot, texts: Texts) -> None:
         await bot.set_my_commands(commands, language_code=None if lang == "en" else lang)
 
 
+def settle_heap() -> None:
+    """Put what start-up built (modules, the app, its routers and templates) out of the
+    garbage collector's sight: a full collection otherwise walks all of it again (measured:
+    about 0.3 s per full collection with 380,000 objects, on the event loop, every few hundred
+    updates under load). Freed only at exit, which is when it would have gone anyway."""
+    gc.collect()
+    gc.freeze()
+
+
 async def reach_telegram(
     bot: Bot, stopping: asyncio.Event, *, first_delay: float = 1.0, max_delay: float = 60.0
 ) -> User | None:
@@ -273,6 +312,7 @@ async def run(app: App) -> None:
         await app.close()
         return
     log.info("connected to Telegram as @%s", me.username)
+    settle_heap()
     serving = asyncio.create_task(server.serve(), name="http")
     if app.webhook is not None:
         await _emit_startup(app)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from bot.pool import FairAsyncQueuePool
 from bot.sqlite_driver import OneTripConnection, one_trip_dbapi
 from domain.transaction import (
     BRIEF_WRITE_OPTIONS,
@@ -59,6 +60,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if make_url(url).database not in (None, "", ":memory:"):
         for setting, value in (SQLITE_POOL if is_sqlite else SERVER_POOL).items():
             kwargs.setdefault(setting, value)
+        kwargs.setdefault("poolclass", FairAsyncQueuePool)  # waiting updates served in order
     engine = create_async_engine(url, **kwargs)
     _configure_single_reads(engine)
     if is_sqlite:

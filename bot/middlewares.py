@@ -49,9 +49,18 @@ class DatabaseSession(BaseMiddleware):
         self.session_factory = session_factory
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        async with self.session_factory() as session:
+        session = self.session_factory()
+        try:
             data["session"] = session
             return await handler(event, data)
+        finally:
+            if session.in_transaction():
+                async with session:  # a connection to give back: closed in a task of its own
+                    pass
+            else:
+                # Use cases commit and the member read leaves none open: nothing to give back,
+                # so no task (as ``async with`` makes for every update) to close it.
+                await session.close()
 
 
 def _command(message: Message) -> str | None:

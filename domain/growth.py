@@ -127,6 +127,15 @@ def growth_window_sums(
     with the member in one statement (``growth_from_sums`` makes the total)."""
     end = at or shop.now()
     start = months_before(end, shop.program.tier_rules.window_months)
+    return growth_sums_between(member_id, start, end)
+
+
+def growth_sums_between(
+    member_id: ColumnElement[int] | InstrumentedAttribute[int],
+    start: datetime | ColumnElement[datetime], end: datetime | ColumnElement[datetime],
+) -> tuple[ScalarSelect[int], ScalarSelect[int]]:
+    """``growth_window_sums`` with the window's bounds given (values or bound parameters, so
+    a statement built once serves every read)."""
 
     def window_sum(source: str) -> ScalarSelect[int]:
         return (

@@ -7,16 +7,24 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Row, Select, Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from domain import audit, outbox, points, referrals
 from domain.audit import Actor
 from domain.errors import InvalidPhone, MemberNotFound, NotOwnContact, PhoneTaken
-from domain.growth import GrowthTotal, growth_from_sums, growth_total, growth_window_sums
+from domain.growth import (
+    GrowthTotal,
+    growth_from_sums,
+    growth_sums_between,
+    growth_total,
+    window_start,
+)
 from domain.member_code import new_member_code, normalize_member_code
 from domain.models import FormerAccount, Member, TierChange
 from domain.phone import normalize_phone
@@ -80,25 +88,42 @@ class Standing:
     growth: GrowthTotal
 
 
+@cache
+def _standing_query() -> Select[Member, int, int]:
+    """The member by Telegram id with their growth sums over a window, built once (it is read
+    on every update): only its parameters change."""
+    purchase, behaviour = growth_sums_between(
+        Member.id, bindparam("window_start"), bindparam("window_end")
+    )
+    return select(Member, purchase, behaviour).where(
+        Member.telegram_id == bindparam("telegram_id")
+    )
+
+
 async def standing_by_telegram_id(
     session: AsyncSession, shop: Shop, telegram_id: int
 ) -> Standing | None:
     """The member and their growth in one statement, outside any transaction of the caller's:
     it runs as a single read (no BEGIN or COMMIT) and leaves the session with none open."""
-    if session.in_transaction():
-        await session.commit()  # nothing pending: only reads come before a use case
-    await session.connection(execution_options=SINGLE_READ_OPTIONS)
-    purchase, behaviour = growth_window_sums(shop, Member.id)
-    try:
-        row = (
-            await session.execute(
-                select(Member, purchase, behaviour).where(Member.telegram_id == telegram_id)
-            )
-        ).first()
-    except BaseException:
-        await session.rollback()
-        raise
-    await session.commit()
+    end = shop.now()
+    values = {"telegram_id": telegram_id, "window_start": window_start(shop, end),
+              "window_end": end}
+
+    def read(sync: Session) -> Row[Member, int, int] | None:
+        # In one pass on SQLAlchemy's side (it runs on every update): one hand-over to the
+        # greenlet instead of one for each step.
+        if sync.in_transaction():
+            sync.commit()  # nothing pending: only reads come before a use case
+        sync.connection(execution_options=SINGLE_READ_OPTIONS)
+        try:
+            found = sync.execute(_standing_query(), values).first()
+        except BaseException:
+            sync.rollback()
+            raise
+        sync.commit()
+        return found
+
+    row = await session.run_sync(read)
     if row is None:
         return None
     return Standing(row[0], growth_from_sums(shop, int(row[1]), int(row[2])))

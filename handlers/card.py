@@ -65,7 +65,7 @@ class CardUploads:
         self._forget_old()
         file_id = None
         try:
-            png = await asyncio.to_thread(qr_png, member.code)  # CPU work: off the event loop
+            png = qr_png(member.code)  # ~0.5 ms: cheaper than a hop to a worker thread
             photo = BufferedInputFile(png, filename=f"card-{member.code}.png")
             sent = await message.answer_photo(photo, caption=caption, reply_markup=markup)
             file_id = sent.photo[-1].file_id if sent.photo else None

@@ -4,11 +4,17 @@ kept, one upload per member even when two first cards arrive together (issue 12)
 from __future__ import annotations
 
 import asyncio
+import io
+import struct
+import zlib
 from datetime import timedelta
 from typing import Any
 
+import pytest
+import segno
 from aiogram import Router
 from aiogram.dispatcher.event.handler import CallableObject
+from aiogram.filters import Command
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +24,7 @@ from domain.growth import BEHAVIOUR, PURCHASE, add_growth
 from domain.models import Member
 from domain.transaction import write_transaction
 from handlers import build_router
+from handlers.media import QR_MASK, qr_png
 from tests.conftest import POSTGRES_URL, Conversation
 from tests.fake_telegram import message_update
 
@@ -62,6 +69,33 @@ def test_no_filter_or_handler_runs_in_a_worker_thread() -> None:
     every update that reaches it. Magic filters go through handlers.filters.Matches."""
     in_threads = [name for name, c in _callables(build_router()) if not c.awaitable]
     assert in_threads == []
+
+
+STAFF_AND_ADMIN_COMMANDS = {
+    "stats", "export", "member", "callbacks", "catalog", "audit", "campaign", "campaigns",
+    "sale", "refund", "freeze", "unfreeze",
+}
+
+
+async def test_a_members_card_skips_the_staff_routers_handlers(
+    chat: Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routers whose handlers all need a command or a conversation state are passed with one
+    check (handlers.filters.gate_routers); staff commands and answers still reach them (their
+    own tests)."""
+    await chat.send(message_update(USER, "/start", first_name="Lin"))
+    checked: list[str] = []
+    original = Command.__call__
+
+    async def counted(self: Command, message: Any, *args: Any, **kwargs: Any) -> Any:
+        checked.extend(str(c) for c in self.commands)
+        return await original(self, message, *args, **kwargs)
+
+    monkeypatch.setattr(Command, "__call__", counted)
+    await chat.send(message_update(USER, "/card"))
+    await chat.send(message_update(USER, "💳 My card"))
+    assert len(chat.fake.calls_of("sendPhoto")) == 2
+    assert STAFF_AND_ADMIN_COMMANDS.isdisjoint(checked)
 
 
 async def test_a_card_shown_again_is_one_read_with_the_right_growth(
@@ -140,3 +174,31 @@ async def test_concurrent_updates_keep_their_database_connections(
         if round_no == 0:
             first_round = len(opened)
     assert len(opened) == first_round  # later rounds open no new connection
+
+
+def _pixels(png: bytes) -> tuple[bytes, bytes]:
+    """A PNG's header and its decompressed image rows (scanlines with their filter bytes)."""
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    chunks: dict[bytes, bytes] = {}
+    at = 8
+    while at < len(png):
+        (length,) = struct.unpack(">I", png[at:at + 4])
+        name, data = png[at + 4:at + 8], png[at + 8:at + 8 + length]
+        assert struct.unpack(">I", png[at + 8 + length:at + 12 + length])[0] == zlib.crc32(
+            name + data
+        )
+        chunks[name] = chunks.get(name, b"") + data
+        at += 12 + length
+    return chunks[b"IHDR"], zlib.decompress(chunks[b"IDAT"])
+
+
+@pytest.mark.parametrize("scale", [1, 5, 12])
+def test_the_card_qr_is_pixel_for_pixel_segnos_image(scale: int) -> None:
+    """The QR code is written a row at a time (issue 12): the member sees the very image
+    segno draws, for member codes and spend codes of every length."""
+    for data in ("7Q4M-2XK9", "ABCDEFGH", "https://t.me/shop_bot?start=ref-7Q4M2XK9", "0" * 70):
+        drawn = io.BytesIO()
+        segno.make(data, error="m", micro=False, mask=QR_MASK).save(
+            drawn, kind="png", scale=scale, border=4
+        )
+        assert _pixels(qr_png(data, scale=scale)) == _pixels(drawn.getvalue())

@@ -20,8 +20,10 @@ request_log = logging.getLogger("companion.requests")
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 # Libraries that log a line per job added, per update handled or per request: ours replace them.
+# bot.pool: SQLAlchemy names a pool's logger after its class, so our fair pool logs as
+# "bot.pool.FairAsyncQueuePool" (dispose and recreate at INFO) where SQLAlchemy's own are quiet.
 _NOISY = ("apscheduler", "aiogram.event", "aiogram.dispatcher", "uvicorn.access", "alembic",
-          "httpx")
+          "httpx", "bot.pool")
 
 
 class RedactSecrets(logging.Filter):
@@ -91,6 +93,11 @@ def configure_logging(secrets: Iterable[str] = ()) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(repeats)
         handler.addFilter(redact)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """The libraries' per-event chatter (and our pool's, named after its class) at WARNING."""
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
 

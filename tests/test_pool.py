@@ -54,3 +54,21 @@ async def test_a_waiter_that_times_out_or_is_cancelled_loses_no_connection(engin
     order: list[str] = []
     await asyncio.wait_for(_use(engine, "after", order), 1)
     assert order == ["after"]
+
+
+async def test_the_pool_says_nothing_in_the_bot_log_when_disposed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLAlchemy names a pool's logger after its class, so the fair pool logged its dispose
+    and recreate at INFO on every stop; the bot's logging quiets it like SQLAlchemy's own."""
+    import logging
+
+    from bot.logs import quiet_libraries
+
+    quiet_libraries()
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'quiet.db'}")
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    with caplog.at_level(logging.INFO):  # the bot runs at INFO
+        await engine.dispose()
+    assert not [r for r in caplog.records if r.name.startswith("bot.pool")]

@@ -351,8 +351,13 @@ async def run_project(template: Path, workdir: Path, raw: list[JsonDict], member
         return result[0]
     finally:
         await app.close()
-        for suffix in ("", "-wal", "-shm"):
-            database.with_name(database.name + suffix).unlink(missing_ok=True)
+        remove_database(database)
+
+
+def remove_database(database: Path) -> None:
+    """A run's SQLite file and its write-ahead log."""
+    for suffix in ("", "-wal", "-shm"):
+        database.with_name(database.name + suffix).unlink(missing_ok=True)
 
 
 async def run_lean(template: Path, workdir: Path, raw: list[JsonDict], members: int,
@@ -392,8 +397,7 @@ async def run_lean(template: Path, workdir: Path, raw: list[JsonDict], members: 
         return result[0]
     finally:
         await app.close()
-        for suffix in ("", "-wal", "-shm"):
-            database.with_name(database.name + suffix).unlink(missing_ok=True)
+        remove_database(database)
 
 
 async def run_bare(raw: list[JsonDict], batch: int) -> Result:

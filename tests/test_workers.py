@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import create_engine, create_session_factory
 from bot.scheduler import latest_due
@@ -35,7 +36,7 @@ from domain.models import JobRun, LedgerEntry, Member, Order, Push
 from domain.program import load_program
 from domain.schedule import JOBS
 from domain.shop import Shop
-from tests.conftest import POSTGRES_URL, POS_TOKEN, TEST_TOKEN
+from tests.conftest import POS_TOKEN, POSTGRES_URL, TEST_TOKEN
 from tests.fake_telegram import FakeTelegram, message_update
 from tests.test_process import PYTHON, _env, _free_port
 
@@ -78,6 +79,27 @@ class Worker:
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+async def _birthdays_due_again(
+    factory: async_sessionmaker[AsyncSession], shop: Shop, telegram_ids: range
+) -> None:
+    """Newcomers born today join, and the birthday job's last run is put back a day: its next
+    occasion is due, with them to greet."""
+    async with factory() as session:
+        for telegram_id in telegram_ids:
+            profile = members.TelegramProfile(telegram_id, "Dai", None, None, "en")
+            await members.register(session, shop, profile)
+        today = shop.today()
+        await session.execute(
+            update(Member).where(Member.telegram_id.in_(list(telegram_ids)))
+            .values(birthday_month=today.month, birthday_day=today.day)
+        )
+        await session.execute(
+            update(JobRun).where(JobRun.name == "birthdays")
+            .values(occasion=(today - timedelta(days=1)).isoformat())
+        )
+        await session.commit()
 
 
 async def _health(client: httpx.AsyncClient, worker: Worker) -> dict[str, Any] | None:
@@ -283,20 +305,7 @@ async def test_three_workers_share_one_database(database: str, tmp_path: Path) -
             # the birthday job's last run is put back a day: the next occasion is due.
             healths = [await _health(client, w) or {} for w in workers]
             holder = next(w for w, h in zip(workers, healths, strict=True) if h.get("scheduler"))
-            async with factory() as session:
-                for telegram_id in LATE_IDS:
-                    profile = members.TelegramProfile(telegram_id, "Dai", None, None, "en")
-                    await members.register(session, shop, profile)
-                today = shop.today()
-                await session.execute(
-                    update(Member).where(Member.telegram_id.in_(list(LATE_IDS)))
-                    .values(birthday_month=today.month, birthday_day=today.day)
-                )
-                await session.execute(
-                    update(JobRun).where(JobRun.name == "birthdays")
-                    .values(occasion=(today - timedelta(days=1)).isoformat())
-                )
-                await session.commit()
+            await _birthdays_due_again(factory, shop, LATE_IDS)
             holder.process.send_signal(signal.SIGKILL)
             await holder.process.wait()
             killed = time.monotonic()
@@ -471,20 +480,7 @@ async def test_rolling_restart_loses_no_update_push_or_job(database: str, tmp_pa
                 await asyncio.sleep(4)
                 healths = await _wait_healthy(client, workers)
                 first = next(i for i, h in enumerate(healths) if h["scheduler"])
-                async with factory() as session:
-                    for telegram_id in ROLL_LATE:
-                        profile = members.TelegramProfile(telegram_id, "Dai", None, None, "en")
-                        await members.register(session, shop, profile)
-                    today = shop.today()
-                    await session.execute(
-                        update(Member).where(Member.telegram_id.in_(list(ROLL_LATE)))
-                        .values(birthday_month=today.month, birthday_day=today.day)
-                    )
-                    await session.execute(
-                        update(JobRun).where(JobRun.name == "birthdays")
-                        .values(occasion=(today - timedelta(days=1)).isoformat())
-                    )
-                    await session.commit()
+                await _birthdays_due_again(factory, shop, ROLL_LATE)
                 for generation, index in enumerate(
                     [first] + [i for i in range(WORKERS) if i != first], start=1
                 ):
